@@ -1,0 +1,316 @@
+"""The ``semlib`` command line (DESIGN §9).
+
+    semlib importance IMAGE -o MAP.png
+    semlib metrics REF REC [--importance MAP.png] [--json]
+    semlib compress IMAGE OUT.semc (--gamma G | --bpp B) [--roi auto|none|MASK.png] [--kappa K] [--checkpoint CKPT]
+    semlib decompress IN.semc OUT.png [--checkpoint CKPT]
+    semlib info IN.semc
+    semlib train --config tiny|small|paper --data DIR --steps N --out CKPT [--resume] [--beta B] [--fixed-gamma G]
+    semlib eval --codec NAME --data DIR -o RESULTS.json
+    semlib bench
+
+Bad input of any kind ends with a non-zero exit status and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from semlib.errors import SemlibError
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """A problem with the command's arguments or files, reported in one line."""
+
+
+def _output_path(path: str, force: bool) -> Path:
+    p = Path(path)
+    if p.exists() and not force:
+        raise CliError(f"{p} exists (use --force to overwrite)")
+    if p.is_dir():
+        raise CliError(f"{p} is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise CliError(f"output folder {parent} does not exist")
+    return p
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise CliError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _read_bytes(path: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{p}: no such file")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise CliError(f"cannot read {p}: {e.strerror or e}") from None
+
+
+def _save_png(path: Path, array, bits: int = 8) -> None:
+    import numpy as np
+    from PIL import Image
+
+    try:
+        if bits == 16:
+            Image.fromarray(np.asarray(array, dtype=np.uint16)).save(path, format="PNG")
+        else:
+            Image.fromarray(array).save(path, format="PNG")
+    except OSError as e:
+        raise CliError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_importance(args) -> int:
+    import numpy as np
+
+    from semlib import data, importance
+
+    out = _output_path(args.output, args.force)
+    img = data.load_image(args.image)
+    target = args.target
+    if target is not None and target.isdigit():
+        target = int(target)
+    g = importance.importance_map(img, classifier=args.classifier, target=target, topk=args.topk)
+    top = 65535 if args.bits == 16 else 255
+    _save_png(out, np.round(g * top).astype(np.uint16 if args.bits == 16 else np.uint8), bits=args.bits)
+    print(f"wrote {out} ({g.shape[1]}x{g.shape[0]}, {args.bits}-bit grey, mean importance {g.mean():.3f})")
+    return 0
+
+
+def _load_map(path, shape):
+    import numpy as np
+    from PIL import Image
+
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{p}: no such file")
+    try:
+        with Image.open(p) as im:
+            a = np.asarray(im.convert("I") if im.mode.startswith("I") else im.convert("L"), dtype=np.float64)
+    except OSError as e:
+        raise CliError(f"{p}: cannot read the importance map ({e})") from None
+    if a.shape != shape:
+        raise CliError(f"{p}: importance map is {a.shape[1]}x{a.shape[0]}, the images are {shape[1]}x{shape[0]}")
+    top = a.max()
+    return (a / top if top > 0 else np.ones_like(a)).astype(np.float32)
+
+
+def cmd_metrics(args) -> int:
+    from semlib import data, metrics
+
+    ref, rec = data.load_image(args.ref), data.load_image(args.rec)
+    if ref.shape != rec.shape:
+        raise CliError(f"the images differ in size: {ref.shape[1]}x{ref.shape[0]} vs {rec.shape[1]}x{rec.shape[0]}")
+    imp = _load_map(args.importance, ref.shape[:2]) if args.importance else None
+    x, y = data.to_tensor(ref), data.to_tensor(rec)
+    result = {
+        "psnr": float(metrics.psnr(x, y)),
+        "ms_ssim": _ms_ssim_or_none(metrics, x, y),
+        "ssim": float(metrics.ssim(x, y)) if hasattr(metrics, "ssim") else float(metrics.ssim_map(x, y).mean()),
+        "si_ssim": float(metrics.si_ssim(x, y, imp)),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:8s} {'n/a (image too small)' if v is None else f'{v:.6f}'}")
+    return 0
+
+
+def _ms_ssim_or_none(metrics, x, y):
+    try:
+        return float(metrics.ms_ssim(x, y))
+    except ValueError:
+        return None
+
+
+def cmd_compress(args) -> int:
+    from semlib import codec, data
+
+    out = _output_path(args.output, args.force)
+    img = data.load_image(args.image)
+    roi = None if args.roi in (None, "none") else args.roi
+    if roi not in (None, "auto") and not Path(roi).is_file():
+        raise CliError(f"--roi: {roi} is neither 'auto', 'none' nor an existing mask file")
+    enc = codec.encode_image(img, gamma=args.gamma, target_bpp=args.bpp, importance=roi,
+                             kappa=args.kappa, checkpoint=args.checkpoint)
+    _write_bytes(out, enc.data)
+    msg = f"wrote {out}: {len(enc.data)} bytes, {enc.bpp:.4f} bpp, gamma {enc.gamma:.2f}"
+    if enc.gamma_map is not None:
+        msg += f" (ROI: block gamma {enc.gamma_map.min():.1f}..{enc.gamma_map.max():.1f}, kappa {args.kappa})"
+    if enc.met_target is False:
+        msg += f"; target {enc.target_bpp} bpp not reachable, closest file written"
+    print(msg)
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from semlib import codec
+
+    out = _output_path(args.output, args.force)
+    img = codec.decode(_read_bytes(args.input), checkpoint=args.checkpoint)
+    _save_png(out, img)
+    print(f"wrote {out} ({img.shape[1]}x{img.shape[0]})")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from semlib import codec
+
+    d = codec.info(_read_bytes(args.input))
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"image      {d['width']}x{d['height']}")
+    print(f"size       {d['bytes']} bytes, {d['bpp']:.4f} bpp")
+    print(f"model      {d['config']} (checkpoint fingerprint {d['fingerprint']})")
+    if d["roi"]:
+        print(f"gamma      {d['gamma']:.3f} with a block map of {d['blocks'][1]}x{d['blocks'][0]}, "
+              f"kappa {d['kappa']:.3f}: {d['gamma_min']:.2f} .. {d['gamma_max']:.2f}")
+    else:
+        print(f"gamma      {d['gamma']:.3f} (uniform)")
+    print(f"latents    {', '.join(str(n) for n in d['latent_bytes'])} bytes")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from semlib import train
+
+    return train.run_train(args) or 0
+
+
+def cmd_eval(args) -> int:
+    from semlib import evaluate
+
+    return evaluate.run_eval(args) or 0
+
+
+def cmd_bench(args) -> int:
+    from semlib import bench
+
+    return bench.run_bench(args) or 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semlib", description="Semantic-aware variable-rate learned image compression.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("importance", help="Grad-CAM importance map of an image, as a grey PNG",
+                       description="Write the semantic importance map (Grad-CAM, DESIGN §1) of IMAGE as a grey PNG of the same size.")
+    s.add_argument("image", help="input image (PNG, JPEG, ...)")
+    s.add_argument("-o", "--output", required=True, help="output PNG (0..255, or 0..65535 with --bits 16)")
+    s.add_argument("--classifier", default="efficientnet_lite0",
+                   help="efficientnet_lite0 (default, works offline), vgg16 or resnet50 (download weights)")
+    s.add_argument("--target", default=None, help="ImageNet class index or name to explain (default: the top-1 class)")
+    s.add_argument("--topk", type=int, default=None, help="weight the maps of the k most probable classes by their probability")
+    s.add_argument("--bits", type=int, choices=(8, 16), default=8, help="bit depth of the PNG (default 8)")
+    s.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    s.set_defaults(func=cmd_importance)
+
+    s = sub.add_parser("metrics", help="PSNR, MS-SSIM, SSIM and SI-SSIM of a reconstruction",
+                       description="Compare REC against REF. SI-SSIM weights each 8x8 block's SSIM by its importance (DESIGN §3); "
+                                   "without --importance the map is uniform and SI-SSIM equals the mean SSIM.")
+    s.add_argument("ref", help="reference image")
+    s.add_argument("rec", help="reconstructed image, same size")
+    s.add_argument("--importance", help="importance map PNG (as written by 'semlib importance')")
+    s.add_argument("--json", action="store_true", help="print one JSON object with psnr, ms_ssim, ssim, si_ssim")
+    s.set_defaults(func=cmd_metrics)
+
+    s = sub.add_parser("compress", help="compress an image into a .semc file",
+                       description="Compress IMAGE at a Lagrange multiplier --gamma (QARV units, 32..2048 trained) or at a "
+                                   "target rate --bpp (bisection on gamma). With --roi the gamma of each 8x8 block follows "
+                                   "its semantic level: gamma * (T_i / M)^kappa (DESIGN §2).")
+    s.add_argument("image", help="input image")
+    s.add_argument("output", help="output .semc file")
+    rate = s.add_mutually_exclusive_group(required=True)
+    rate.add_argument("--gamma", type=float, help="Lagrange multiplier: higher = better quality, more bits")
+    rate.add_argument("--bpp", type=float, help="target bits per pixel (met within 1%% when possible)")
+    s.add_argument("--roi", default="none", help="'auto' (Grad-CAM map), 'none' (uniform, default) or a mask PNG (bright = important)")
+    s.add_argument("--kappa", type=float, default=1.0, help="strength of the ROI: 0 = uniform, 1 = gamma proportional to the level (default 1)")
+    s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
+    s.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    s.set_defaults(func=cmd_compress)
+
+    s = sub.add_parser("decompress", help="decode a .semc file into a PNG",
+                       description="Decode IN.semc into OUT.png. The checkpoint must be the one that wrote the file (checked).")
+    s.add_argument("input", help="input .semc file")
+    s.add_argument("output", help="output PNG")
+    s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
+    s.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    s.set_defaults(func=cmd_decompress)
+
+    s = sub.add_parser("info", help="what a .semc file holds (size, gamma, bpp, bytes per latent)")
+    s.add_argument("input", help="a .semc file")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("train", help="train a model (see 'semlib train --help')",
+                       description="Train the gamma-conditioned hierarchical VAE with the loss R + gamma*(MSE + beta*(1 - SI-SSIM)).")
+    try:
+        from semlib import train as _train
+
+        _train.add_train_arguments(s)
+    except (ImportError, AttributeError):  # pragma: no cover - during development only
+        pass
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="evaluate a codec over a folder of images into a results JSON",
+                       description="Sweep a codec (a classical codec name or a checkpoint path) over the images of DIR.")
+    try:
+        from semlib import evaluate as _evaluate
+
+        _evaluate.add_eval_arguments(s)
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("bench", help="speed and memory of the codec, Grad-CAM and classical codecs",
+                       description="Print parameters and step times of the configurations, and encode/decode/Grad-CAM times.")
+    try:
+        from semlib import bench as _bench
+
+        _bench.add_bench_arguments(s)
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    def one_line(message, category, *_args, **_kw):
+        print(f"semlib {args.command}: note: {message}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.showwarning = one_line
+            return args.func(args)
+    except (CliError, SemlibError, FileNotFoundError) as e:
+        print(f"semlib {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"semlib {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

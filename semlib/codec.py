@@ -1,0 +1,401 @@
+"""The ``.semc`` file: encode an image into bytes and decode it back (DESIGN §4, §9).
+
+File format, version 1 (all integers little-endian)::
+
+    offset  size  field
+    0       4     magic b"SEMC"
+    4       1     format version (1)
+    5       1     flags: bit 0 set = gamma is a block map (ROI), else a scalar
+    6       4     image height H (pixels, before padding)
+    10      4     image width W
+    14      1     n = length of the configuration name
+    15      n     configuration name, ASCII ("tiny", "small", "paper")
+    .       8     checkpoint fingerprint (semlib.models.fingerprint)
+    .       4     gamma, float32 (the base Lagrange multiplier, QARV units)
+    -- only if flags bit 0 --
+    .       4     kappa, float32
+    .       4     log of the smallest level ratio, float32
+    .       4     log of the largest level ratio, float32
+    .       4     m = length of the packed level map
+    .       m     zlib-compressed uint8 block levels, ceil(H/8) x ceil(W/8), row-major;
+                  q in 0..255 stands for the level ratio r = T_i / M (DESIGN §2),
+                  log r = lo + q / 255 * (hi - lo), and the block's gamma is gamma * r^kappa
+    -- always --
+    .       1     k = number of latent strings
+    .       4k    their lengths, uint32
+    .       ...   the k strings (rANS, one per latent block of the model, coarse to fine)
+    end-4   4     CRC32 of every byte before it
+
+Everything the decoder needs is in the file, and every byte of it counts in bpp.
+Decoding is bit-exact on the CPU, in the same or another process, with the same
+checkpoint. Decoding on another device type (GPU), or with a different build of the
+math libraries, is not guaranteed: the priors must be computed to the last bit, which is
+a known weak point of learned codecs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from semlib import data as sdata
+from semlib.errors import FormatError, SemlibError
+from semlib.models import BLOCK, GAMMA_RANGE, MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
+
+MAGIC = b"SEMC"
+VERSION = 1
+FLAG_MAP = 1
+MAX_SIDE = 1 << 16                      # refuse forged sizes before allocating anything
+MAX_PIXELS = sdata.MAX_PIXELS
+MAX_LATENTS = 64
+
+
+@dataclass
+class Encoded:
+    """What :func:`encode_image` produced: the file and how it was made."""
+
+    data: bytes
+    gamma: float                 # the base gamma written in the file
+    bpp: float                   # 8 * len(data) / (H * W)
+    x_hat: np.ndarray            # the reconstruction the decoder will produce (uint8 H x W x 3)
+    gamma_map: np.ndarray | None  # per-block gamma (ceil(H/8) x ceil(W/8)) if ROI, else None
+    target_bpp: float | None = None
+    met_target: bool | None = None
+
+
+# --------------------------------------------------------------------------- model cache
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_model(path: str | None) -> tuple[HierarchicalVAE, bytes]:
+    model = load_model(path)
+    return model, fingerprint(model)
+
+
+def get_model(model=None, checkpoint=None) -> tuple[HierarchicalVAE, bytes]:
+    """(model, fingerprint) from an explicit model, a checkpoint path, or the shipped one."""
+    if model is not None:
+        model.eval()
+        fp = getattr(model, "_semlib_fingerprint", None)
+        if fp is None:
+            fp = fingerprint(model)
+            model._semlib_fingerprint = fp
+        return model, fp
+    return _cached_model(None if checkpoint is None else str(checkpoint))
+
+
+# --------------------------------------------------------------------------- gamma description
+
+
+def check_gamma(gamma) -> float:
+    """A scalar gamma must be a finite number > 0."""
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise SemlibError(f"gamma must be a number, got {gamma!r}") from None
+    if not math.isfinite(g) or g <= 0:
+        raise SemlibError(f"gamma must be finite and > 0, got {gamma!r}")
+    return g
+
+
+@dataclass
+class LevelMap:
+    """Quantised block levels r_i = T_i / M (ceil(H/8) x ceil(W/8)) and kappa."""
+
+    q: np.ndarray        # uint8
+    log_lo: float
+    log_hi: float
+    kappa: float
+
+    @classmethod
+    def from_ratios(cls, ratios: np.ndarray, kappa: float) -> "LevelMap":
+        r = np.asarray(ratios, dtype=np.float64)
+        if r.ndim != 2 or r.size == 0 or not np.isfinite(r).all() or (r <= 0).any():
+            raise SemlibError("block levels must be a non-empty 2-D map of finite values > 0")
+        if not (math.isfinite(kappa) and kappa >= 0):
+            raise SemlibError(f"kappa must be finite and >= 0, got {kappa!r}")
+        logr = np.log(r)
+        lo, hi = float(np.float32(logr.min())), float(np.float32(logr.max()))
+        span = hi - lo
+        q = np.zeros(r.shape, np.uint8) if span <= 0 else np.round((logr - lo) / span * 255).clip(0, 255).astype(np.uint8)
+        return cls(q, lo, hi, float(np.float32(kappa)))
+
+    def ratios(self) -> np.ndarray:
+        span = self.log_hi - self.log_lo
+        return np.exp(self.log_lo + self.q.astype(np.float64) / 255.0 * span)
+
+    def gamma_map(self, gamma: float) -> np.ndarray:
+        """gamma_i = gamma * r_i ** kappa (DESIGN §2), float32."""
+        return (gamma * self.ratios() ** self.kappa).astype(np.float32)
+
+
+def roi_levels(image: np.ndarray, importance, kappa: float, **alloc) -> LevelMap | None:
+    """The block level map for ``importance`` (None, 'auto', or a mask / map array / path)."""
+    if importance is None or (isinstance(importance, str) and importance == "none"):
+        return None
+    from semlib import allocation
+
+    if isinstance(importance, str) and importance == "auto":
+        from semlib import importance as imp
+
+        g = imp.importance_map(image)
+    else:
+        from semlib import importance as imp
+
+        g = imp.importance_map(image, mask=importance)
+    result = allocation.allocate(g, 1.0, kappa=1.0, **alloc)
+    return LevelMap.from_ratios(np.asarray(result.T, np.float64) / float(result.mean_level), kappa)
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def _pack(height, width, config_name, fp, gamma, levels: LevelMap | None, strings) -> bytes:
+    name = config_name.encode("ascii")
+    out = bytearray(MAGIC)
+    out += struct.pack("<BBII", VERSION, FLAG_MAP if levels is not None else 0, height, width)
+    out += struct.pack("<B", len(name)) + name + fp + struct.pack("<f", gamma)
+    if levels is not None:
+        packed = zlib.compress(levels.q.tobytes(), 9)
+        out += struct.pack("<fffI", levels.kappa, levels.log_lo, levels.log_hi, len(packed)) + packed
+    out += struct.pack("<B", len(strings))
+    out += struct.pack(f"<{len(strings)}I", *(len(s) for s in strings))
+    for s in strings:
+        out += s
+    out += struct.pack("<I", zlib.crc32(out))
+    return bytes(out)
+
+
+@dataclass
+class Header:
+    height: int
+    width: int
+    config: str
+    fingerprint: bytes
+    gamma: float
+    levels: LevelMap | None
+    strings: list[bytes]
+    size: int
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise FormatError(f"file truncated: {what} needs {n} bytes at offset {self.pos}, "
+                              f"only {len(self.data) - self.pos} left")
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def unpack(self, fmt: str, what: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+
+def parse(data: bytes) -> Header:
+    """Read and check a ``.semc`` file's structure (no model needed). Raises
+    :class:`semlib.FormatError` naming the first problem found."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"expected the file's bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[:4] != MAGIC:
+        raise FormatError("not a .semc file (wrong magic bytes)")
+    if len(data) < 4 + 2 + 8 + 1 + 8 + 4 + 1 + 4:
+        raise FormatError(f"file truncated: {len(data)} bytes is shorter than any .semc header")
+    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+    version = data[4]
+    if version != VERSION:
+        raise FormatError(f"unsupported format version {version} (this semlib reads version {VERSION})")
+    if zlib.crc32(body) != crc:
+        raise FormatError("checksum mismatch: the file is corrupted or truncated")
+    r = _Reader(body)
+    r.take(5, "magic and version")
+    flags, height, width = r.unpack("<BII", "flags and image size")
+    if flags & ~FLAG_MAP:
+        raise FormatError(f"unknown flags {flags:#x}")
+    if not (0 < height < MAX_SIDE and 0 < width < MAX_SIDE) or height * width > MAX_PIXELS:
+        raise FormatError(f"implausible image size {height}x{width} (limit {MAX_PIXELS} pixels)")
+    (n,) = r.unpack("<B", "configuration name length")
+    try:
+        config = r.take(n, "configuration name").decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("configuration name is not ASCII") from None
+    fp = r.take(8, "checkpoint fingerprint")
+    (gamma,) = r.unpack("<f", "gamma")
+    if not math.isfinite(gamma) or gamma <= 0:
+        raise FormatError(f"gamma in the file is {gamma}, not a finite number > 0")
+    levels = None
+    if flags & FLAG_MAP:
+        kappa, lo, hi, m = r.unpack("<fffI", "level map header")
+        if not all(math.isfinite(v) for v in (kappa, lo, hi)) or kappa < 0 or hi < lo or hi - lo > 50:
+            raise FormatError("level map header holds invalid values")
+        packed = r.take(m, "level map")
+        rows, cols = -(-height // BLOCK), -(-width // BLOCK)
+        try:
+            d = zlib.decompressobj()
+            raw = d.decompress(packed, rows * cols + 1)
+        except zlib.error as e:
+            raise FormatError(f"level map cannot be unpacked ({e})") from None
+        if len(raw) != rows * cols or not d.eof:
+            raise FormatError(f"level map holds {len(raw)} bytes, expected {rows * cols} ({rows}x{cols} blocks)")
+        levels = LevelMap(np.frombuffer(raw, np.uint8).reshape(rows, cols).copy(), lo, hi, kappa)
+    (k,) = r.unpack("<B", "number of latent strings")
+    if not 0 < k <= MAX_LATENTS:
+        raise FormatError(f"implausible number of latent strings: {k}")
+    lengths = r.unpack(f"<{k}I", "latent string lengths")
+    if sum(lengths) != len(body) - r.pos:
+        raise FormatError(f"latent string lengths add up to {sum(lengths)} bytes, "
+                          f"but {len(body) - r.pos} bytes follow")
+    strings = [r.take(n_, f"latent string {i}") for i, n_ in enumerate(lengths)]
+    return Header(height, width, config, fp, gamma, levels, strings, len(data))
+
+
+# --------------------------------------------------------------------------- encode / decode
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % MAX_STRIDE, (-w) % MAX_STRIDE
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def _model_gamma(gamma: float, levels: LevelMap | None, padded_hw) -> torch.Tensor | float:
+    """The gamma the model sees: a scalar, or the block map edge-padded to the padded image."""
+    if levels is None:
+        return gamma
+    gm = torch.from_numpy(levels.gamma_map(gamma))
+    rows, cols = padded_hw[0] // BLOCK, padded_hw[1] // BLOCK
+    gm = F.pad(gm[None, None], (0, cols - gm.shape[1], 0, rows - gm.shape[0]), mode="replicate")
+    return gm[0]
+
+
+def _encode_at(model, fp, x_padded, height, width, gamma, levels) -> tuple[bytes, torch.Tensor]:
+    out = model.compress(x_padded, _model_gamma(gamma, levels, x_padded.shape[-2:]))
+    strings = [s[0] for s in out["strings"]]
+    data = _pack(height, width, model.config.name, fp, gamma, levels, strings)
+    return data, out["x_hat"][..., :height, :width]
+
+
+def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0,
+                 model=None, checkpoint=None, tolerance: float = 0.01,
+                 gamma_range=GAMMA_RANGE, max_iter: int = 20, **alloc) -> Encoded:
+    """Compress ``image`` at a given ``gamma`` or at a ``target_bpp`` (rate control).
+
+    ``importance``: None (uniform gamma), ``'auto'`` (Grad-CAM map of the image, DESIGN §1),
+    or a mask/map (array or path) painted by the user; it sets the block levels T_i / M
+    (DESIGN §2), and each block codes at ``gamma * (T_i / M) ** kappa``.
+
+    Rate control bisects log gamma, with the level map held, until the file is within
+    ``tolerance`` (relative) of ``target_bpp``; when that is not possible inside
+    ``gamma_range`` the closest file is returned with ``met_target=False``.
+    """
+    if (gamma is None) == (target_bpp is None):
+        raise SemlibError("give exactly one of gamma= or target_bpp=")
+    img = sdata.as_array(image)
+    height, width = img.shape[:2]
+    if height * width > MAX_PIXELS:
+        raise SemlibError(f"image of {height}x{width} is larger than the limit of {MAX_PIXELS} pixels")
+    model, fp = get_model(model, checkpoint)
+    levels = roi_levels(img, importance, float(kappa), **alloc)
+    x = _pad(sdata.to_tensor(img).to(next(model.parameters()).device))
+
+    def run(g):
+        g32 = float(np.float32(g))
+        data, x_hat = _encode_at(model, fp, x, height, width, g32, levels)
+        return g32, data, x_hat
+
+    if gamma is not None:
+        g, data, x_hat = run(check_gamma(gamma))
+        return _result(g, data, x_hat, levels, height, width)
+
+    target = float(target_bpp)
+    if not math.isfinite(target) or target <= 0:
+        raise SemlibError(f"target bpp must be finite and > 0, got {target_bpp!r}")
+    lo, hi = math.log(gamma_range[0]), math.log(gamma_range[1])
+    best = None
+    for _ in range(max_iter):
+        mid = 0.5 * (lo + hi)
+        g, data, x_hat = run(math.exp(mid))
+        bpp = 8 * len(data) / (height * width)
+        if best is None or abs(bpp - target) < abs(best[3] - target):
+            best = (g, data, x_hat, bpp)
+        if abs(bpp - target) <= tolerance * target:
+            break
+        if bpp > target:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 1e-4:
+            break
+    # the ends of the range, in case the target lies outside it
+    for edge in (gamma_range[0], gamma_range[1]):
+        if abs(best[3] - target) > tolerance * target:
+            g, data, x_hat = run(edge)
+            bpp = 8 * len(data) / (height * width)
+            if abs(bpp - target) < abs(best[3] - target):
+                best = (g, data, x_hat, bpp)
+    g, data, x_hat, bpp = best
+    res = _result(g, data, x_hat, levels, height, width)
+    res.target_bpp, res.met_target = target, abs(bpp - target) <= tolerance * target
+    return res
+
+
+def _result(g, data, x_hat, levels, height, width) -> Encoded:
+    return Encoded(data=data, gamma=g, bpp=8 * len(data) / (height * width),
+                   x_hat=sdata.to_uint8(x_hat), gamma_map=None if levels is None else levels.gamma_map(g))
+
+
+def encode(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0, **kwargs) -> bytes:
+    """``image`` -> the bytes of a ``.semc`` file. See :func:`encode_image` for the options."""
+    return encode_image(image, gamma=gamma, target_bpp=target_bpp, importance=importance,
+                        kappa=kappa, **kwargs).data
+
+
+def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
+    """The bytes of a ``.semc`` file -> RGB ``uint8`` H x W x 3.
+
+    Raises :class:`semlib.FormatError` for a truncated, corrupted or foreign file, or one
+    made with another checkpoint; nothing reaches the rANS decoder unchecked."""
+    header = parse(data)
+    model, fp = get_model(model, checkpoint)
+    if header.config != model.config.name:
+        raise FormatError(f"file was made with the {header.config!r} configuration, "
+                          f"the decoder has {model.config.name!r}")
+    if header.fingerprint != fp:
+        raise FormatError("file was made with a different checkpoint "
+                          f"(fingerprint {header.fingerprint.hex()}, decoder {fp.hex()})")
+    if len(header.strings) != model.num_latents:
+        raise FormatError(f"file holds {len(header.strings)} latent strings, the model needs {model.num_latents}")
+    padded = (header.height + (-header.height) % MAX_STRIDE, header.width + (-header.width) % MAX_STRIDE)
+    shape = (padded[0] // MAX_STRIDE, padded[1] // MAX_STRIDE)
+    gamma = _model_gamma(header.gamma, header.levels, padded)
+    try:
+        out = model.decompress([[s] for s in header.strings], shape, gamma)
+    except (RuntimeError, ValueError) as e:
+        raise FormatError(f"latent strings cannot be decoded ({str(e)[:200]})") from None
+    return sdata.to_uint8(out["x_hat"][..., :header.height, :header.width])
+
+
+def info(data: bytes) -> dict:
+    """What a file holds, without decoding it: size, gamma description, bpp, bytes per latent."""
+    h = parse(data)
+    d = {"height": h.height, "width": h.width, "config": h.config, "fingerprint": h.fingerprint.hex(),
+         "bytes": h.size, "bpp": 8 * h.size / (h.height * h.width), "gamma": h.gamma,
+         "roi": h.levels is not None, "latent_bytes": [len(s) for s in h.strings]}
+    if h.levels is not None:
+        gm = h.levels.gamma_map(h.gamma)
+        d.update(kappa=h.levels.kappa, blocks=list(gm.shape),
+                 gamma_min=float(gm.min()), gamma_max=float(gm.max()))
+    return d

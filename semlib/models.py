@@ -1,0 +1,481 @@
+"""The gamma-conditioned hierarchical ResNet VAE (DESIGN §4-5), after QRes-VAE / QARV.
+
+Reading order, coarse to fine:
+
+* ``x`` in [0, 1] is mapped to [-1, 1] (QARV's convention, so that gamma has QARV's units).
+* **Bottom-up encoder**: a 4x4 patch embedding to stride /4, ConvNeXt-style residual
+  blocks, and 2x2 patch merges down to /8, /16, /32, /64. The features at /8 ... /64
+  feed the posteriors.
+* **Top-down decoder**: a learned constant at /64, then at each scale /64, /32, /16, /8
+  one or more *latent blocks*, plain residual blocks, and a 2x pixel-shuffle up; at /4
+  residual blocks and a 4x pixel-shuffle back to the image.
+* **Latent block** i (DESIGN §4): from the decoder state it predicts the prior
+  ``p_i(z_i | z_<i, gamma)`` = N(mu_p, sigma_p) convolved with U(-1/2, 1/2); from the
+  decoder state *and* the encoder feature it predicts the posterior mean mu_q; the
+  posterior is U(mu_q - 1/2, mu_q + 1/2): uniform noise in training, rounding relative to
+  the prior mean at test time, ``z_i = round(mu_q - mu_p) + mu_p``. Its likelihood under
+  the prior is the rate; at test time the integer ``round(mu_q - mu_p)`` is entropy coded
+  with compressai's ``GaussianConditional`` (rANS, a fixed table of scales).
+* **Gamma conditioning** (DESIGN §5): log gamma, normalised over the training range, goes
+  through a sinusoidal embedding and Linear-GELU-Linear; every residual and latent block
+  (encoder and decoder, posterior and prior) turns it into a per-channel scale and shift
+  applied after its normalisation (AdaLN). Gamma is a *map*, one value per 8x8 block,
+  pooled (in the log domain) to each resolution and applied per position; a scalar gamma
+  is the constant map.
+
+Units of gamma (those of QARV, so the paper's gamma in [32, 2048] means what it meant
+there): the loss is ``R + gamma * D`` with R the rate in **nats per sub-pixel** (nats
+divided by 3*H*W) and D the **MSE of images scaled to [-1, 1]** (4x the MSE on [0, 1]).
+CompressAI's lambda is about 2.66e-4 * gamma.
+
+The model contract is CompressAI's: ``forward(x, gamma)`` returns the reconstruction and
+the likelihoods of every latent; ``compress(x, gamma)`` returns one byte string per latent
+block (per image) and the latent shape; ``decompress(strings, shape, gamma)`` takes them back.
+The bitstream is only decodable by the same weights computing exactly the same priors:
+compress/decompress run in float32, in eval mode, on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from compressai.entropy_models import GaussianConditional
+
+from semlib.errors import CheckpointError
+
+GAMMA_RANGE = (32.0, 2048.0)   # the training range of the paper (and QARV's upper end)
+MAX_STRIDE = 64                 # images are padded to a multiple of this
+BLOCK = 8                       # gamma maps have one value per BLOCK x BLOCK pixels
+SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes of one model, per scale. Encoder lists run fine to coarse (/4 ... /64),
+    decoder lists coarse to fine (/64 ... /4); latent lists cover /64 ... /8."""
+
+    name: str
+    enc_widths: tuple[int, int, int, int, int]
+    enc_blocks: tuple[int, int, int, int, int]
+    dec_widths: tuple[int, int, int, int, int]
+    dec_blocks: tuple[int, int, int, int, int]   # plain residual blocks after the latents
+    latents: tuple[int, int, int, int]           # latent blocks at /64, /32, /16, /8
+    z_dims: tuple[int, int, int, int]
+    kernels: tuple[int, int, int, int, int]      # depthwise kernel at /4, /8, /16, /32, /64
+    mlp_ratio: float = 2.0
+    emb_dim: int = 64
+
+
+CONFIGS = {
+    # For tests and quick notebooks: ~0.3 M parameters.
+    "tiny": Config(
+        "tiny",
+        enc_widths=(24, 32, 48, 48, 48), enc_blocks=(1, 1, 1, 1, 1),
+        dec_widths=(48, 48, 48, 32, 24), dec_blocks=(0, 0, 0, 0, 1),
+        latents=(1, 1, 1, 1), z_dims=(8, 8, 16, 4),
+        kernels=(5, 5, 3, 3, 1), mlp_ratio=2.0, emb_dim=32,
+    ),
+    # The model trained on a 2-core CPU and shipped with the project.
+    "small": Config(
+        "small",
+        enc_widths=(64, 96, 128, 160, 160), enc_blocks=(2, 2, 2, 2, 1),
+        dec_widths=(160, 160, 128, 96, 64), dec_blocks=(0, 1, 1, 1, 2),
+        latents=(1, 2, 2, 2), z_dims=(16, 16, 48, 8),
+        kernels=(7, 7, 5, 3, 1), mlp_ratio=2.0, emb_dim=96,
+    ),
+    # QARV-base size (Duan et al. 2023), for a GPU.
+    "paper": Config(
+        "paper",
+        enc_widths=(192, 384, 512, 512, 512), enc_blocks=(6, 6, 6, 4, 4),
+        dec_widths=(512, 512, 384, 256, 128), dec_blocks=(1, 2, 2, 2, 8),
+        latents=(1, 2, 3, 3), z_dims=(32, 32, 96, 8),
+        kernels=(7, 7, 5, 3, 1), mlp_ratio=3.0, emb_dim=256,
+    ),
+}
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+class GammaEmbedding(nn.Module):
+    """log gamma -> normalised -> sinusoidal features -> Linear-GELU-Linear (per position).
+
+    Input: a log-gamma map N x 1 x h x w (h = w = 1 for a scalar gamma). Output N x E x h x w.
+    The linear layers are 1x1 convolutions so that a gamma map is embedded per position.
+    """
+
+    def __init__(self, dim: int, n_freq: int = 16, gamma_range=GAMMA_RANGE):
+        super().__init__()
+        self.log_lo, self.log_hi = math.log(gamma_range[0]), math.log(gamma_range[1])
+        self.register_buffer("freqs", math.pi * torch.arange(1, n_freq + 1).float(), persistent=False)
+        self.mlp = nn.Sequential(nn.Conv2d(2 * n_freq + 1, dim, 1), nn.GELU(), nn.Conv2d(dim, dim, 1))
+
+    def forward(self, log_gamma: torch.Tensor) -> torch.Tensor:
+        u = (log_gamma - self.log_lo) / (self.log_hi - self.log_lo)     # 0 .. 1 over the range
+        angles = u * self.freqs.view(1, -1, 1, 1)
+        return self.mlp(torch.cat([u, torch.sin(angles), torch.cos(angles)], dim=1))
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over channels at every position, without affine parameters (AdaLN adds them)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), (self.dim,), eps=1e-6).permute(0, 3, 1, 2)
+
+
+class ResBlock(nn.Module):
+    """ConvNeXt-style residual block with gamma-dependent scale and shift (AdaLN):
+    depthwise k x k conv -> channel norm -> (1 + s(gamma)) * h + b(gamma) -> 1x1 -> GELU -> 1x1."""
+
+    def __init__(self, dim: int, emb_dim: int, kernel_size: int = 7, mlp_ratio: float = 2.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = ChannelNorm(dim)
+        self.modulation = nn.Conv2d(emb_dim, 2 * dim, 1)
+        self.pw1 = nn.Conv2d(dim, hidden, 1)
+        self.pw2 = nn.Conv2d(hidden, dim, 1)
+        self.layer_scale = nn.Parameter(torch.full((1, dim, 1, 1), 0.1))
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x, emb):
+        scale, shift = self.modulation(emb).chunk(2, dim=1)
+        h = self.norm(self.dw(x)) * (1 + scale) + shift
+        h = self.pw2(F.gelu(self.pw1(h)))
+        return x + self.layer_scale * h
+
+
+class LatentBlock(nn.Module):
+    """One latent variable z_i of the top-down path (DESIGN §4).
+
+    prior     p_i(z_i | z_<i, gamma):    decoder state -> ResBlock -> 1x1 -> (mu_p, log sigma_p)
+    posterior q_i(z_i | x, z_<i, gamma): [decoder state, encoder feature] -> 1x1 -> ResBlock -> 1x1 -> mu_q
+    update:   state <- ResBlock(state + 1x1(z_i))
+    """
+
+    def __init__(self, width, enc_width, z_dim, emb_dim, kernel_size, mlp_ratio):
+        super().__init__()
+        self.z_dim = z_dim
+        self.res_in = ResBlock(width, emb_dim, kernel_size, mlp_ratio)
+        self.prior_res = ResBlock(width, emb_dim, kernel_size, mlp_ratio)
+        self.prior_out = nn.Conv2d(width, 2 * z_dim, 1)
+        self.post_merge = nn.Conv2d(width + enc_width, width, 1)
+        self.post_res = ResBlock(width, emb_dim, kernel_size, mlp_ratio)
+        self.post_out = nn.Conv2d(width, z_dim, 1)
+        self.z_in = nn.Conv2d(z_dim, width, 1)
+        self.res_out = ResBlock(width, emb_dim, kernel_size, mlp_ratio)
+
+    def prior(self, state, emb):
+        """(mu_p, sigma_p) of the prior; in float32, since the coder depends on them."""
+        mean, log_scale = self.prior_out(self.prior_res(state, emb)).float().chunk(2, dim=1)
+        return mean, torch.exp(log_scale.clamp(-4.0, 6.0))
+
+    def posterior_mean(self, state, enc_feature, emb):
+        h = self.post_merge(torch.cat([state, enc_feature], dim=1))
+        return self.post_out(self.post_res(h, emb)).float()
+
+    def update(self, state, z, emb):
+        return self.res_out(state + self.z_in(z.to(state.dtype)), emb)
+
+
+def _patch_down(c_in, c_out):
+    return nn.Conv2d(c_in, c_out, 2, stride=2)
+
+
+class _PatchUp(nn.Sequential):
+    def __init__(self, c_in, c_out, rate):
+        super().__init__(nn.Conv2d(c_in, c_out * rate * rate, 1), nn.PixelShuffle(rate))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class HierarchicalVAE(nn.Module):
+    """The gamma-conditioned hierarchical VAE. Build one with :func:`build_model`."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        c = config
+        self.config = c
+        e = c.emb_dim
+        self.embedding = GammaEmbedding(e)
+
+        # bottom-up: stages at /4, /8, /16, /32, /64
+        self.stem = nn.Conv2d(3, c.enc_widths[0], 4, stride=4)
+        self.enc_stages = nn.ModuleList()
+        self.enc_down = nn.ModuleList()
+        for s in range(5):
+            if s > 0:
+                self.enc_down.append(_patch_down(c.enc_widths[s - 1], c.enc_widths[s]))
+            self.enc_stages.append(nn.ModuleList(
+                ResBlock(c.enc_widths[s], e, c.kernels[s], c.mlp_ratio) for _ in range(c.enc_blocks[s])))
+
+        # top-down: scales /64, /32, /16, /8 with latents, then /4
+        self.dec_bias = nn.Parameter(torch.zeros(1, c.dec_widths[0], 1, 1))
+        self.dec_latents = nn.ModuleList()
+        self.dec_stages = nn.ModuleList()
+        self.dec_up = nn.ModuleList()
+        for t in range(5):
+            s = 4 - t                                      # encoder index of this scale
+            w = c.dec_widths[t]
+            if t < 4:
+                self.dec_latents.append(nn.ModuleList(
+                    LatentBlock(w, c.enc_widths[s], c.z_dims[t], e, c.kernels[s], c.mlp_ratio)
+                    for _ in range(c.latents[t])))
+            self.dec_stages.append(nn.ModuleList(
+                ResBlock(w, e, c.kernels[s], c.mlp_ratio) for _ in range(c.dec_blocks[t])))
+            if t < 4:
+                self.dec_up.append(_PatchUp(w, c.dec_widths[t + 1], 2))
+        self.head = _PatchUp(c.dec_widths[4], 3, 4)
+
+        self.entropy = GaussianConditional(None)
+        self.entropy.update_scale_table(SCALE_TABLE)
+
+    # ----------------------------------------------------------------- gamma handling
+
+    @staticmethod
+    def log_gamma_map(gamma, x: torch.Tensor) -> torch.Tensor:
+        """Any gamma (a number, a tensor of N numbers, or a block map N x [1 x] H/8 x W/8)
+        -> log-gamma map N x 1 x h x w at /8 (1 x 1 for scalars), float32."""
+        n, _, height, width = x.shape
+        g = torch.as_tensor(gamma, dtype=torch.float32, device=x.device)
+        if not torch.isfinite(g).all() or (g <= 0).any():
+            raise ValueError("gamma must be finite and > 0")
+        if g.dim() == 0:
+            g = g.expand(n)
+        if g.dim() == 1:
+            if g.numel() not in (1, n):
+                raise ValueError(f"gamma has {g.numel()} values for a batch of {n}")
+            return g.log().expand(n).reshape(n, 1, 1, 1).contiguous()
+        if g.dim() == 2:
+            g = g.unsqueeze(0)
+        if g.dim() == 3:
+            g = g.unsqueeze(1)
+        expected = (height // BLOCK, width // BLOCK)
+        if g.dim() != 4 or g.shape[1] != 1 or tuple(g.shape[-2:]) != expected:
+            raise ValueError(f"gamma map of shape {tuple(g.shape)} does not fit an image of "
+                             f"{height}x{width}: expected {expected[0]}x{expected[1]} blocks of {BLOCK}x{BLOCK}")
+        return g.log().expand(n, 1, *expected).contiguous()
+
+    def embeddings(self, log_gamma: torch.Tensor) -> list[torch.Tensor]:
+        """Gamma embeddings at /4, /8, /16, /32, /64 (log gamma pooled to each resolution)."""
+        if log_gamma.shape[-2:] == (1, 1):
+            emb = self.embedding(log_gamma)
+            return [emb] * 5
+        maps = [F.interpolate(log_gamma, scale_factor=2, mode="nearest"), log_gamma]
+        for k in (2, 4, 8):
+            maps.append(F.avg_pool2d(log_gamma, k))
+        return [self.embedding(m) for m in maps]
+
+    # ----------------------------------------------------------------- the two paths
+
+    def encode_features(self, x: torch.Tensor, embs) -> list[torch.Tensor]:
+        """Bottom-up pass: features at /4, /8, /16, /32, /64."""
+        h = self.stem(x * 2.0 - 1.0)
+        feats = []
+        for s, stage in enumerate(self.enc_stages):
+            if s > 0:
+                h = self.enc_down[s - 1](h)
+            for block in stage:
+                h = block(h, embs[s])
+            feats.append(h)
+        return feats
+
+    def top_down(self, embs, shape, feats=None, mode="noise", strings=None):
+        """Top-down pass. ``mode``: 'noise' (training), 'round' (test-time forward),
+        'compress' (also entropy-codes each latent), 'decompress' (reads them from ``strings``).
+
+        Returns (x_hat, likelihoods, strings)."""
+        n, h64, w64 = shape
+        state = self.dec_bias.expand(n, -1, h64, w64)
+        fmt = torch.channels_last if _channels_last(self.stem.weight) else torch.contiguous_format
+        state = state.contiguous(memory_format=fmt)
+        likelihoods, out_strings = [], []
+        k = 0
+        for t in range(5):
+            s = 4 - t
+            emb = embs[s]
+            if t < 4:
+                for block in self.dec_latents[t]:
+                    state = block.res_in(state, emb)
+                    mean, scale = block.prior(state, emb)
+                    if mode == "decompress":
+                        indexes = self.entropy.build_indexes(scale)
+                        z = self.entropy.decompress(strings[k], indexes, means=mean)
+                    else:
+                        mu = block.posterior_mean(state, feats[s], emb)
+                        if mode == "compress":
+                            indexes = self.entropy.build_indexes(scale)
+                            out_strings.append(self.entropy.compress(mu, indexes, means=mean))
+                        z, lik = self._quantize(mu, scale, mean, mode)
+                        likelihoods.append(lik)
+                    state = block.update(state, z, emb)
+                    k += 1
+            for block in self.dec_stages[t]:
+                state = block(state, emb)
+            if t < 4:
+                state = self.dec_up[t](state)
+        x_hat = (self.head(state).float() + 1.0) / 2.0
+        return x_hat, likelihoods, out_strings
+
+    def _quantize(self, mu, scale, mean, mode):
+        """Uniform posterior: noise in training, rounding relative to the prior mean at test
+        time; the likelihood under the discretised Gaussian prior (float32, no autocast)."""
+        with torch.autocast(device_type=mu.device.type, enabled=False):
+            mode_ = "noise" if mode == "noise" else "dequantize"
+            z = self.entropy.quantize(mu.float(), mode_, mean.float())
+            lik = self.entropy._likelihood(z, scale.float(), mean.float())
+            lik = self.entropy.likelihood_lower_bound(lik)
+        return z, lik
+
+    # ----------------------------------------------------------------- the contract
+
+    def forward(self, x: torch.Tensor, gamma) -> dict:
+        """x: N x 3 x H x W in [0, 1], H and W multiples of 64. Returns {'x_hat', 'likelihoods'}.
+        Training mode adds uniform noise to the latents; eval mode rounds them."""
+        _check_input(x)
+        embs = self.embeddings(self.log_gamma_map(gamma, x))
+        feats = self.encode_features(x, embs)
+        n, _, height, width = x.shape
+        mode = "noise" if self.training else "round"
+        x_hat, likelihoods, _ = self.top_down(embs, (n, height // MAX_STRIDE, width // MAX_STRIDE), feats, mode)
+        return {"x_hat": x_hat, "likelihoods": {f"z{i}": l for i, l in enumerate(likelihoods)}}
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, gamma) -> dict:
+        """Entropy-code x. Returns {'strings': one list (over the batch) of bytes per latent
+        block, 'shape': (H/64, W/64), 'x_hat': the reconstruction the decoder will produce}."""
+        _check_input(x)
+        embs = self.embeddings(self.log_gamma_map(gamma, x))
+        feats = self.encode_features(x.float(), embs)
+        n, _, height, width = x.shape
+        shape = (height // MAX_STRIDE, width // MAX_STRIDE)
+        x_hat, _, strings = self.top_down(embs, (n, *shape), feats, "compress")
+        return {"strings": strings, "shape": shape, "x_hat": x_hat.clamp(0, 1)}
+
+    @torch.no_grad()
+    def decompress(self, strings, shape, gamma) -> dict:
+        """Inverse of :meth:`compress`: ``strings`` is one list (over the batch) per latent block."""
+        if len(strings) != self.num_latents:
+            raise ValueError(f"expected {self.num_latents} latent strings, got {len(strings)}")
+        n = len(strings[0])
+        h64, w64 = shape
+        probe = torch.empty(n, 3, h64 * MAX_STRIDE, w64 * MAX_STRIDE, device=self.dec_bias.device)
+        embs = self.embeddings(self.log_gamma_map(gamma, probe))
+        x_hat, _, _ = self.top_down(embs, (n, h64, w64), mode="decompress", strings=strings)
+        return {"x_hat": x_hat.clamp(0, 1)}
+
+    @property
+    def num_latents(self) -> int:
+        return sum(self.config.latents)
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def _check_input(x: torch.Tensor):
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images N x 3 x H x W, got shape {tuple(x.shape)}")
+    if x.shape[2] % MAX_STRIDE or x.shape[3] % MAX_STRIDE:
+        raise ValueError(f"height and width must be multiples of {MAX_STRIDE} (pad first), got {tuple(x.shape[2:])}")
+
+
+def build_model(config: str | Config = "small") -> HierarchicalVAE:
+    """A fresh model of a named configuration ('tiny', 'small', 'paper') or a :class:`Config`."""
+    if isinstance(config, str):
+        if config not in CONFIGS:
+            raise ValueError(f"unknown configuration {config!r}; choose one of {sorted(CONFIGS)}")
+        config = CONFIGS[config]
+    return HierarchicalVAE(config)
+
+
+def config_dict(config: Config) -> dict:
+    return asdict(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FORMAT = "semlib-model"
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "small.pt"
+
+
+def save_model(model: HierarchicalVAE, path, **meta) -> None:
+    """Write the weights and configuration of ``model`` atomically (temp file + rename).
+    ``meta`` (numbers and strings: steps, data, wall time ...) is stored beside them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("entropy.")}
+    blob = {"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(model.config),
+            "model": state, "meta": meta}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path=None, device="cpu") -> HierarchicalVAE:
+    """Load a checkpoint written by :func:`save_model` (or a training checkpoint of
+    :mod:`semlib.train`, whose EMA weights are used), in eval mode.
+
+    Without ``path``, the checkpoint shipped with the project. Raises
+    :class:`semlib.CheckpointError` for a missing file, a file that is not a checkpoint
+    (``torch.load`` runs with ``weights_only=True``, so pickled code is refused), or weights
+    that do not fit the stored configuration.
+    """
+    path = Path(path) if path is not None else SHIPPED_CHECKPOINT
+    if not path.is_file():
+        hint = " (no trained checkpoint ships with this version: pass one with --checkpoint)" \
+            if path == SHIPPED_CHECKPOINT else ""
+        raise CheckpointError(f"{path}: checkpoint not found{hint}")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable semlib checkpoint ({first[:200]})") from None
+    if not isinstance(blob, dict) or blob.get("format") not in (CHECKPOINT_FORMAT, "semlib-train"):
+        raise CheckpointError(f"{path}: not a semlib checkpoint")
+    try:
+        config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()})
+        state = blob["ema"] if blob.get("format") == "semlib-train" else blob["model"]
+        model = HierarchicalVAE(config)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: the weights do not fit their configuration ({str(e)[:200]})") from None
+    missing = [k for k in missing if not k.startswith("entropy.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: the weights do not fit their configuration "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.meta = dict(blob.get("meta", {}))
+    return model.to(device).eval()
+
+
+def fingerprint(model: nn.Module) -> bytes:
+    """8 bytes identifying the weights (sha256 over the float32 parameters and buffers in
+    name order). Written into every file, so a file is never decoded with other weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if name.startswith("entropy."):
+            continue
+        h.update(name.encode())
+        h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.digest()[:8]

@@ -1,0 +1,117 @@
+"""The hierarchical VAE keeps CompressAI's contract and its gamma conditioning works."""
+
+import pickle
+
+import pytest
+import torch
+
+from semlib.errors import CheckpointError
+from semlib.models import CONFIGS, build_model, count_parameters, fingerprint, load_model, save_model
+from tests.conftest import random_tiny
+
+
+def test_configurations_have_the_promised_sizes():
+    assert count_parameters(build_model("tiny")) < 1_000_000
+    assert 2_000_000 <= count_parameters(build_model("small")) <= 6_000_000
+    with pytest.raises(ValueError, match="unknown configuration"):
+        build_model("huge")
+
+
+def test_forward_returns_reconstruction_and_one_likelihood_per_latent(tiny_model):
+    x = torch.rand(2, 3, 64, 128)
+    out = tiny_model(x, 100.0)
+    assert out["x_hat"].shape == x.shape
+    assert len(out["likelihoods"]) == tiny_model.num_latents
+    for lik in out["likelihoods"].values():
+        assert ((lik > 0) & (lik <= 1)).all()
+
+
+def test_constant_gamma_map_equals_scalar_gamma(tiny_model):
+    x = torch.rand(1, 3, 64, 64)
+    a = tiny_model(x, 300.0)
+    b = tiny_model(x, torch.full((1, 8, 8), 300.0))
+    assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+
+
+@torch.no_grad()
+def test_gamma_reaches_rate_and_reconstruction(tiny_model):
+    # (that a *trained* model spends more bits at a higher gamma is tested in test_train.py)
+    x = torch.rand(1, 3, 64, 64)
+    outs = [tiny_model(x, g) for g in (32.0, 2048.0)]
+    bits = [sum((-l.log2()).sum() for l in o["likelihoods"].values()) for o in outs]
+    assert abs(float(bits[0] - bits[1])) > 0.01
+    assert (outs[0]["x_hat"] - outs[1]["x_hat"]).abs().max() > 1e-3
+
+
+def test_a_block_gamma_map_acts_locally(tiny_model):
+    x = torch.rand(1, 3, 128, 128)
+    base = tiny_model(x, 100.0)["x_hat"]
+    gm = torch.full((1, 16, 16), 100.0)
+    gm[:, :4, :4] = 2000.0          # top-left 32x32 pixels only
+    changed = (tiny_model(x, gm)["x_hat"] - base).abs().mean(1)[0]
+    assert changed[:32, :32].mean() > 3 * changed[96:, 96:].mean()
+
+
+@pytest.mark.parametrize("gamma", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_gamma_is_refused(tiny_model, gamma):
+    with pytest.raises(ValueError, match="gamma"):
+        tiny_model(torch.rand(1, 3, 64, 64), gamma)
+
+
+def test_bad_shapes_are_refused(tiny_model):
+    with pytest.raises(ValueError, match="multiples of 64"):
+        tiny_model(torch.rand(1, 3, 60, 64), 100.0)
+    with pytest.raises(ValueError, match="does not fit"):
+        tiny_model(torch.rand(1, 3, 64, 64), torch.full((1, 4, 8), 100.0))
+
+
+def test_compress_decompress_is_the_models_own_reconstruction(tiny_model):
+    x = torch.rand(1, 3, 64, 128)
+    enc = tiny_model.compress(x, 500.0)
+    assert len(enc["strings"]) == tiny_model.num_latents
+    dec = tiny_model.decompress(enc["strings"], enc["shape"], 500.0)
+    assert torch.equal(dec["x_hat"], enc["x_hat"])
+    assert torch.equal(tiny_model(x, 500.0)["x_hat"].clamp(0, 1), dec["x_hat"])
+
+
+def test_checkpoint_round_trip_and_fingerprint(tmp_path, tiny_model):
+    path = tmp_path / "m.pt"
+    save_model(tiny_model, path, steps=3)
+    loaded = load_model(path)
+    assert fingerprint(loaded) == fingerprint(tiny_model)
+    assert loaded.meta["steps"] == 3
+    assert fingerprint(random_tiny(1)) != fingerprint(tiny_model)
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path, tiny_model):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_model(junk)
+    good = tmp_path / "good.pt"
+    save_model(tiny_model, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CheckpointError):
+        load_model(truncated)
+    other = torch.load(good, weights_only=True)
+    other["config"] = dict(other["config"], **{"z_dims": list(CONFIGS["small"].z_dims)})
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(tmp_path / "other.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_a_pickle_carrying_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": "semlib-model", "payload": _Evil()}, f)
+    with pytest.raises(CheckpointError):
+        load_model(path)
+    assert "pickled code ran" not in capsys.readouterr().out
