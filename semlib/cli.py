@@ -58,6 +58,21 @@ def _read_bytes(path: str) -> bytes:
         raise CliError(f"cannot read {p}: {e.strerror or e}") from None
 
 
+def _image_path(arg: str) -> str:
+    """``skimage:NAME`` names a photo that ships with scikit-image (no download), e.g.
+    ``skimage:astronaut``, ``skimage:chelsea``, ``skimage:coffee``; anything else is a path."""
+    if not arg.startswith("skimage:"):
+        return arg
+    import skimage
+
+    name = arg.split(":", 1)[1]
+    folder = Path(skimage.__file__).parent / "data"
+    for ext in (".png", ".jpg"):
+        if (folder / f"{name}{ext}").is_file():
+            return str(folder / f"{name}{ext}")
+    raise CliError(f"scikit-image ships no photo named {name!r} (try astronaut, chelsea, coffee, rocket)")
+
+
 def _save_png(path: Path, array, bits: int = 8) -> None:
     import numpy as np
     from PIL import Image
@@ -80,7 +95,7 @@ def cmd_importance(args) -> int:
     from semlib import data, importance
 
     out = _output_path(args.output, args.force)
-    img = data.load_image(args.image)
+    img = data.load_image(_image_path(args.image))
     target = args.target
     if target is not None and target.isdigit():
         target = int(target)
@@ -112,7 +127,7 @@ def _load_map(path, shape):
 def cmd_metrics(args) -> int:
     from semlib import data, metrics
 
-    ref, rec = data.load_image(args.ref), data.load_image(args.rec)
+    ref, rec = data.load_image(_image_path(args.ref)), data.load_image(_image_path(args.rec))
     if ref.shape != rec.shape:
         raise CliError(f"the images differ in size: {ref.shape[1]}x{ref.shape[0]} vs {rec.shape[1]}x{rec.shape[0]}")
     imp = _load_map(args.importance, ref.shape[:2]) if args.importance else None
@@ -142,7 +157,7 @@ def cmd_compress(args) -> int:
     from semlib import codec, data
 
     out = _output_path(args.output, args.force)
-    img = data.load_image(args.image)
+    img = data.load_image(_image_path(args.image))
     roi = None if args.roi in (None, "none") else args.roi
     if roi not in (None, "auto") and not Path(roi).is_file():
         raise CliError(f"--roi: {roi} is neither 'auto', 'none' nor an existing mask file")
@@ -214,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("importance", help="Grad-CAM importance map of an image, as a grey PNG",
                        description="Write the semantic importance map (Grad-CAM, DESIGN §1) of IMAGE as a grey PNG of the same size.")
-    s.add_argument("image", help="input image (PNG, JPEG, ...)")
+    s.add_argument("image", help="input image (PNG, JPEG, ...), or skimage:NAME for a photo shipped with scikit-image")
     s.add_argument("-o", "--output", required=True, help="output PNG (0..255, or 0..65535 with --bits 16)")
     s.add_argument("--classifier", default="efficientnet_lite0",
                    help="efficientnet_lite0 (default, works offline), vgg16 or resnet50 (download weights)")
@@ -237,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compress IMAGE at a Lagrange multiplier --gamma (QARV units, 32..2048 trained) or at a "
                                    "target rate --bpp (bisection on gamma). With --roi the gamma of each 8x8 block follows "
                                    "its semantic level: gamma * (T_i / M)^kappa (DESIGN §2).")
-    s.add_argument("image", help="input image")
+    s.add_argument("image", help="input image, or skimage:NAME (e.g. skimage:astronaut)")
     s.add_argument("output", help="output .semc file")
     rate = s.add_mutually_exclusive_group(required=True)
     rate.add_argument("--gamma", type=float, help="Lagrange multiplier: higher = better quality, more bits")

@@ -1,0 +1,123 @@
+"""``semlib bench``: sizes and training-step times of the configurations, and the codec's
+encode / decode / Grad-CAM times on a Kodak image. Numbers are printed (and optionally
+written as JSON), never asserted: see BENCHMARKS.md for recorded figures and their machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from semlib.models import CONFIGS, build_model, count_parameters
+
+# (batch, crop, precision) of the step benchmark per configuration
+STEP_SETTINGS = {"tiny": (4, 64, "fp32"), "small": (8, 256, "bf16"), "paper": (2, 128, "bf16")}
+
+
+def add_bench_arguments(p) -> None:
+    p.add_argument("--configs", default="tiny,small,paper", help="configurations to time (comma-separated)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per configuration (after 2 warm-up steps)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-codec", action="store_true", help="skip the encode/decode/Grad-CAM timings")
+    p.add_argument("--checkpoint", help="checkpoint for the codec timings (default: shipped, else random 'small' weights)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+
+
+def time_training_step(config: str, batch: int, crop: int, precision: str, steps: int = 3) -> float:
+    """Median seconds of one optimisation step (forward, R + gamma*MSE, backward, Adam)."""
+    torch.manual_seed(0)
+    model = build_model(config).train()
+    x = torch.rand(batch, 3, crop, crop)
+    bf16 = precision == "bf16"
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        gamma = torch.exp(torch.empty(batch).uniform_(3.47, 7.62))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x, gamma)
+        rate = sum((-lik.log()).sum() for lik in out["likelihoods"].values()) / (batch * 3 * crop * crop)
+        mse = ((out["x_hat"].float() - x) ** 2).mean(dim=(1, 2, 3)) * 4
+        loss = rate + (gamma * mse).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def time_codec(checkpoint=None, repeats: int = 3) -> dict:
+    """Encode / decode seconds (median) of kodim01 (768x512) and one Grad-CAM."""
+    from semlib import codec, data
+    from semlib.models import SHIPPED_CHECKPOINT
+
+    img = data.load_image(data.find_dataset("kodak") / "kodim01.png")
+    if checkpoint is None and not SHIPPED_CHECKPOINT.is_file():
+        model, weights = build_model("small").eval(), "random 'small' weights (no checkpoint shipped yet)"
+    else:
+        model, weights = codec.get_model(checkpoint=checkpoint)[0], str(checkpoint or SHIPPED_CHECKPOINT)
+    res = {"image": "kodim01 768x512", "weights": weights}
+    enc_t, dec_t = [], []
+    encoded = codec.encode_image(img, gamma=256.0, model=model)  # warm-up
+    for _ in range(repeats):
+        t = time.perf_counter()
+        encoded = codec.encode_image(img, gamma=256.0, model=model)
+        enc_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        codec.decode(encoded.data, model=model)
+        dec_t.append(time.perf_counter() - t)
+    res.update(encode_s=statistics.median(enc_t), decode_s=statistics.median(dec_t), bpp=encoded.bpp)
+    try:
+        from semlib import importance
+
+        importance.importance_map(img)
+        t_cam = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            importance.importance_map(img)
+            t_cam.append(time.perf_counter() - t)
+        res["gradcam_s"] = statistics.median(t_cam)
+    except ImportError:  # pragma: no cover
+        pass
+    return res
+
+
+def run_bench(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                         f"torch {torch.__version__}, {torch.get_num_threads()} threads", "configs": {}}
+    print(report["machine"])
+    print(f"{'config':8s} {'params':>10s} {'batch x crop':>14s} {'precision':>10s} {'s/step':>8s}")
+    for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
+        if name not in CONFIGS:
+            raise ValueError(f"unknown configuration {name!r}; choose from {sorted(CONFIGS)}")
+        batch, crop, precision = STEP_SETTINGS[name]
+        params = count_parameters(build_model(name))
+        sec = time_training_step(name, batch, crop, precision, steps=args.steps)
+        report["configs"][name] = {"params": params, "batch": batch, "crop": crop, "precision": precision, "s_per_step": sec}
+        print(f"{name:8s} {params / 1e6:9.2f}M {f'{batch}x{crop}x{crop}':>14s} {precision:>10s} {sec:8.3f}", flush=True)
+    if not args.no_codec:
+        c = time_codec(args.checkpoint)
+        report["codec"] = c
+        print(f"codec on {c['image']} with {c['weights']}: encode {c['encode_s']:.3f} s, "
+              f"decode {c['decode_s']:.3f} s ({c['bpp']:.3f} bpp)"
+              + (f", Grad-CAM {c['gradcam_s']:.3f} s" if "gradcam_s" in c else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0

@@ -1,0 +1,79 @@
+"""The command line: real files in and out, and one clear line on stderr for bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semlib import codec
+from semlib.cli import main
+
+
+@pytest.fixture()
+def photo_png(tmp_path, photo):
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    return path
+
+
+def test_compress_info_decompress(tmp_path, photo_png, tiny_ckpt, capsys):
+    semc, out = tmp_path / "a.semc", tmp_path / "a.png"
+    assert main(["compress", str(photo_png), str(semc), "--gamma", "200", "--checkpoint", str(tiny_ckpt)]) == 0
+    assert "bpp" in capsys.readouterr().out
+    assert main(["info", str(semc), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bytes"] == semc.stat().st_size and info["width"] == 128 and info["height"] == 96
+    assert main(["decompress", str(semc), str(out), "--checkpoint", str(tiny_ckpt)]) == 0
+    decoded = np.asarray(Image.open(out))
+    assert np.array_equal(decoded, codec.decode(semc.read_bytes(), checkpoint=tiny_ckpt))
+
+
+def test_compress_with_a_mask_roi(tmp_path, photo_png, tiny_ckpt, capsys):
+    mask = np.zeros((96, 128), np.uint8)
+    mask[20:60, 30:90] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    semc = tmp_path / "roi.semc"
+    assert main(["compress", str(photo_png), str(semc), "--gamma", "200", "--roi", str(tmp_path / "mask.png"),
+                 "--checkpoint", str(tiny_ckpt)]) == 0
+    assert "ROI" in capsys.readouterr().out
+    assert codec.info(semc.read_bytes())["roi"]
+
+
+def test_existing_output_is_not_overwritten(tmp_path, photo_png, tiny_ckpt, capsys):
+    semc = tmp_path / "a.semc"
+    semc.write_bytes(b"keep me")
+    assert main(["compress", str(photo_png), str(semc), "--gamma", "200", "--checkpoint", str(tiny_ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists" in err[0]
+    assert semc.read_bytes() == b"keep me"
+    assert main(["compress", str(photo_png), str(semc), "--gamma", "200", "--checkpoint", str(tiny_ckpt), "--force"]) == 0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["info", "missing.semc"], "no such file"),
+    (["decompress", "{bad}", "{tmp}/out.png"], "magic"),
+    (["compress", "{bad}", "{tmp}/x.semc", "--gamma", "100"], "not an image"),
+    (["compress", "{img}", "{tmp}/x.semc", "--gamma", "-1", "--checkpoint", "{ckpt}"], "gamma"),
+    (["compress", "{img}", "{tmp}/nodir/x.semc", "--gamma", "100"], "does not exist"),
+    (["compress", "{img}", "{tmp}/x.semc", "--gamma", "100", "--checkpoint", "{bad}"], "checkpoint"),
+    (["compress", "{img}", "{tmp}/x.semc", "--gamma", "100", "--roi", "nothing.png"], "mask"),
+])
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, photo_png, tiny_ckpt, capsys, argv, words):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"garbage, not a file of any known kind")
+    argv = [a.format(bad=bad, tmp=tmp_path, img=photo_png, ckpt=tiny_ckpt) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert words in err[0]
+
+
+def test_the_installed_script_has_help_and_fails_cleanly():
+    ok = subprocess.run([sys.executable, "-m", "semlib.cli", "compress", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "--bpp" in ok.stdout and "--roi" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "semlib.cli", "info", "nowhere.semc"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
