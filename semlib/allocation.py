@@ -1,0 +1,281 @@
+"""Block bit allocation: from an importance map to one compression level per 8x8 block.
+
+DESIGN.md §2 (paper §2.3), one function per equation:
+
+    pad_to_blocks      pad the last row/column by edge replication to multiples of 8
+    block_importance   V_i = Σ_{(x,y) ∈ block i} g(x,y)
+    semantic_levels    L_i = V_i / Σ_j V_j                    (Σ_i L_i = 1)
+    computed_levels    T_i = N · M̄ · L_i = M̄ · V_i / V̄       (Σ_i T_i = N · M̄)
+    water_fill         clip T_i to [M_min, M_max], keeping the mean M̄
+    target_levels      computed_levels followed by water_fill
+    gamma_map          γ_i = γ · (T_i / M̄)^κ                   (the project's choice)
+    allocate           all of the above in one call
+
+Block maps are numpy arrays of shape ceil(H/8) x ceil(W/8); :func:`upsample_blocks`
+shows one at pixel size. Computations run in float64; maps handed back are float32
+(``V``, ``L`` and ``T`` stay float64 so that their sums are exact to the last digit
+one prints).
+
+The default level range is ``(0.25, 4.0)`` around the default mean level 1: a block
+gets at most four times, and at least a quarter of, the average level. With κ = 1 that
+is a factor of 16 between the least and the most important block, which keeps
+γ_i inside the trained range [32, 2048] (DESIGN §5) for every γ in [128, 512].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK = 8
+DEFAULT_LEVEL_RANGE = (0.25, 4.0)
+
+
+def _as_map(g, name: str = "importance") -> np.ndarray:
+    """A finite, non-negative 2-D float64 array, or ValueError naming the problem."""
+    try:
+        a = np.asarray(g, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a 2-D array of numbers") from None
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D map H x W, got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape})")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if (a < 0).any():
+        raise ValueError(f"{name} holds negative values (min {a.min():g}); it must be >= 0")
+    return a
+
+
+def _check_block(block: int) -> int:
+    if not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"block size must be a positive integer, got {block!r}")
+    return int(block)
+
+
+def num_blocks(height: int, width: int, block: int = BLOCK) -> tuple[int, int]:
+    """Blocks along each axis: (ceil(H/block), ceil(W/block)) (DESIGN §2, N = their product)."""
+    block = _check_block(block)
+    return -(-int(height) // block), -(-int(width) // block)
+
+
+def pad_to_blocks(g, block: int = BLOCK) -> np.ndarray:
+    """Pad a map H x W to multiples of ``block`` by edge replication (DESIGN §2).
+
+    The last row and column are repeated, so a partial block at the border is
+    filled with the values of its nearest pixels. A map whose sides are already
+    multiples of ``block`` comes back unchanged (as float64).
+    """
+    a = _as_map(g)
+    block = _check_block(block)
+    hb, wb = num_blocks(a.shape[0], a.shape[1], block)
+    pad_h, pad_w = hb * block - a.shape[0], wb * block - a.shape[1]
+    if pad_h == 0 and pad_w == 0:
+        return a
+    return np.pad(a, ((0, pad_h), (0, pad_w)), mode="edge")
+
+
+def block_importance(g, block: int = BLOCK) -> np.ndarray:
+    """V_i = Σ_{(x,y) ∈ block i} g(x,y): semantic importance of each block (DESIGN §2).
+
+    ``g`` is the importance map (grey levels >= 0, H x W). The map is padded by
+    :func:`pad_to_blocks` first, so ``V`` has ceil(H/8) x ceil(W/8) entries.
+    """
+    p = pad_to_blocks(g, block)
+    hb, wb = p.shape[0] // block, p.shape[1] // block
+    return p.reshape(hb, block, wb, block).sum(axis=(1, 3))
+
+
+def semantic_levels(V) -> np.ndarray:
+    """L_i = V_i / Σ_j V_j: the semantic level of each block, Σ_i L_i = 1 (DESIGN §2).
+
+    If every V_i is zero (no block is important) the levels are uniform, 1/N each,
+    never NaN.
+    """
+    V = _as_map(V, "block importance V")
+    total = V.sum()
+    if total <= 0:
+        return np.full(V.shape, 1.0 / V.size)
+    return V / total
+
+
+def _check_levels_setting(mean_level, level_range) -> tuple[float, float, float]:
+    try:
+        m = float(mean_level)
+        lo, hi = (float(v) for v in level_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"mean_level must be a number and level_range a pair (lo, hi), "
+            f"got {mean_level!r}, {level_range!r}"
+        ) from None
+    if not (math.isfinite(m) and m > 0):
+        raise ValueError(f"mean_level must be finite and > 0, got {mean_level!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"level_range must be finite, got ({lo!r}, {hi!r})")
+    if not lo > 0:
+        raise ValueError(f"level_range's lower bound must be > 0, got {lo!r}")
+    if not lo <= m <= hi:
+        raise ValueError(f"mean_level {m:g} lies outside level_range [{lo:g}, {hi:g}]")
+    return m, lo, hi
+
+
+def computed_levels(L, mean_level: float = 1.0) -> np.ndarray:
+    """T_i = N · M̄ · L_i = M̄ · V_i / V̄: computed level of each block, before clipping (DESIGN §2).
+
+    Accepts the levels ``L`` or the block importances ``V`` (they are normalised
+    first, which leaves ``L`` as it is). The mean of T is M̄: the budget is kept.
+    """
+    m = float(mean_level)
+    if not (math.isfinite(m) and m > 0):
+        raise ValueError(f"mean_level must be finite and > 0, got {mean_level!r}")
+    L = semantic_levels(L)
+    return L.size * m * L
+
+
+def water_fill(T, mean_level: float = 1.0, level_range=DEFAULT_LEVEL_RANGE) -> np.ndarray:
+    """Clip levels to [M_min, M_max] and redistribute the excess so that the mean is M̄ again (DESIGN §2).
+
+    Water-filling: the result is T'_i = clip(s · T_i, lo, hi), with the one scale s
+    for which mean(T') = M̄. Blocks inside the range keep levels proportional to
+    their importance; what clipped blocks gave up (or took) is shared by the others
+    in proportion to their levels. s is found by bisection, then set exactly from the
+    blocks left unclipped, so the mean is M̄ to rounding error.
+
+    Zero-importance blocks are always at ``lo``. If even with every other block at
+    ``hi`` the mean stays below M̄ (a tiny region of interest and a large M̄), the
+    zero-importance blocks are raised together to the one level that restores the mean.
+    """
+    m, lo, hi = _check_levels_setting(mean_level, level_range)
+    T = _as_map(T, "levels T")
+    n = T.size
+    budget = n * m
+    if T.sum() <= 0:
+        return np.full(T.shape, m)
+    s0 = budget / T.sum()
+    if lo <= s0 * T.min() and s0 * T.max() <= hi:  # nothing to clip
+        return s0 * T
+    positive = T > 0
+
+    def filled(s: float) -> np.ndarray:
+        return np.clip(s * T, lo, hi)
+
+    s_full = hi / T[positive].min()  # from here on, every positive block is at hi
+    if (~positive).any() and filled(s_full).sum() < budget:  # the degenerate case described above
+        out = np.where(positive, hi, 0.0)
+        out[~positive] = (budget - hi * positive.sum()) / (~positive).sum()
+        return out
+    s_low, s_high = 0.0, s_full
+    for _ in range(200):  # f(s) = Σ clip(s·T_i) is monotone: bisection converges
+        s_mid = 0.5 * (s_low + s_high)
+        if filled(s_mid).sum() < budget:
+            s_low = s_mid
+        else:
+            s_high = s_mid
+        if s_high - s_low <= 1e-15 * s_high:
+            break
+    out = filled(s_high)
+    free = positive & (s_high * T > lo) & (s_high * T < hi)
+    if free.any():  # exact scale from the unclipped blocks: the mean is M̄ again
+        s = (budget - out[~free].sum()) / T[free].sum()
+        out[free] = np.clip(s * T[free], lo, hi)
+    return out
+
+
+def target_levels(L, mean_level: float = 1.0, level_range=DEFAULT_LEVEL_RANGE) -> np.ndarray:
+    """T_i = N · M̄ · L_i, clipped to ``level_range`` with the mean M̄ kept (DESIGN §2).
+
+    ``L`` may be the levels or the block importances ``V``. Raises ValueError if
+    M̄ is not finite and positive, if the range is not finite with lo > 0, or if
+    M̄ lies outside [lo, hi].
+    """
+    _check_levels_setting(mean_level, level_range)
+    return water_fill(computed_levels(L, mean_level), mean_level, level_range)
+
+
+def gamma_map(gamma: float, T, mean_level: float = 1.0, kappa: float = 1.0) -> np.ndarray:
+    """γ_i = γ · (T_i / M̄)^κ: the Lagrange multiplier of each block (DESIGN §2, the project's choice).
+
+    κ = 0 gives the constant map γ (uniform coding); larger κ follows the
+    semantic levels more strongly. Returns a float32 block map. Raises ValueError
+    for γ that is not finite and > 0, κ < 0 or not finite, or levels <= 0.
+    """
+    try:
+        g, k, m = float(gamma), float(kappa), float(mean_level)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"gamma, kappa and mean_level must be numbers, got {gamma!r}, {kappa!r}, {mean_level!r}"
+        ) from None
+    if not (math.isfinite(g) and g > 0):
+        raise ValueError(f"gamma must be finite and > 0, got {gamma!r}")
+    if not (math.isfinite(k) and k >= 0):
+        raise ValueError(f"kappa must be finite and >= 0, got {kappa!r}")
+    if not (math.isfinite(m) and m > 0):
+        raise ValueError(f"mean_level must be finite and > 0, got {mean_level!r}")
+    T = _as_map(T, "levels T")
+    if (T <= 0).any():
+        raise ValueError("levels T must be > 0 to give a gamma map (clip them with target_levels)")
+    return (g * (T / m) ** k).astype(np.float32)
+
+
+def upsample_blocks(block_map, height: int, width: int, block: int = BLOCK) -> np.ndarray:
+    """Show a block map at pixel size: each entry repeated over its block, cropped to H x W."""
+    b = np.asarray(block_map)
+    block = _check_block(block)
+    if b.ndim != 2:
+        raise ValueError(f"block map must be 2-D, got shape {b.shape}")
+    if b.shape != num_blocks(height, width, block):
+        raise ValueError(
+            f"block map of shape {b.shape} does not fit a {height}x{width} image "
+            f"(expected {num_blocks(height, width, block)})"
+        )
+    return np.repeat(np.repeat(b, block, axis=0), block, axis=1)[:height, :width]
+
+
+@dataclass
+class Allocation:
+    """The result of :func:`allocate`: every quantity of DESIGN §2 for one image."""
+
+    V: np.ndarray  # block importance, float64
+    L: np.ndarray  # semantic levels, Σ = 1, float64
+    T: np.ndarray  # target levels after clipping, mean = mean_level, float64
+    gamma_map: np.ndarray  # γ_i per block, float32
+    gamma: float
+    kappa: float
+    mean_level: float
+    level_range: tuple[float, float]
+    block: int
+    height: int
+    width: int
+
+    def at_pixels(self, block_map) -> np.ndarray:
+        """A block map (V, L, T, gamma_map, ...) at the image's pixel size."""
+        return upsample_blocks(block_map, self.height, self.width, self.block)
+
+
+def allocate(
+    importance,
+    gamma: float,
+    *,
+    kappa: float = 1.0,
+    mean_level: float = 1.0,
+    level_range=DEFAULT_LEVEL_RANGE,
+    block: int = BLOCK,
+) -> Allocation:
+    """Importance map H x W -> V, L, T and the γ map, in one call (DESIGN §2).
+
+    ``importance`` is a grey-level map >= 0 (e.g. :func:`semlib.importance.importance_map`).
+    See the module docstring for the default level range.
+    """
+    g = _as_map(importance)
+    V = block_importance(g, block)
+    L = semantic_levels(V)
+    T = target_levels(L, mean_level, level_range)
+    gm = gamma_map(gamma, T, mean_level, kappa)
+    lo, hi = (float(v) for v in level_range)
+    return Allocation(
+        V=V, L=L, T=T, gamma_map=gm, gamma=float(gamma), kappa=float(kappa), mean_level=float(mean_level),
+        level_range=(lo, hi), block=int(block), height=g.shape[0], width=g.shape[1],
+    )
