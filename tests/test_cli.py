@@ -77,3 +77,25 @@ def test_the_installed_script_has_help_and_fails_cleanly():
     bad = subprocess.run([sys.executable, "-m", "semlib.cli", "info", "nowhere.semc"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_importance_and_metrics_commands(tmp_path, photo_png, photo, capsys):
+    map_png = tmp_path / "map.png"
+    assert main(["importance", str(photo_png), "-o", str(map_png)]) == 0
+    g = np.asarray(Image.open(map_png))
+    assert g.shape == photo.shape[:2] and g.dtype == np.uint8 and g.max() == 255
+    capsys.readouterr()
+    noisy = np.clip(photo.astype(int) + np.random.default_rng(0).integers(-8, 9, photo.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    assert main(["metrics", str(photo_png), str(tmp_path / "noisy.png"), "--json"]) == 0
+    uniform = json.loads(capsys.readouterr().out)
+    assert set(uniform) == {"psnr", "ms_ssim", "ssim", "si_ssim"}
+    assert 30 < uniform["psnr"] < 40
+    assert uniform["si_ssim"] == pytest.approx(uniform["ssim"], abs=1e-3)   # uniform map: SI-SSIM = mean SSIM
+    assert uniform["ms_ssim"] is None                                         # 96 px is too small for 5 scales
+    assert main(["metrics", str(photo_png), str(tmp_path / "noisy.png"), "--json", "--importance", str(map_png)]) == 0
+    weighted = json.loads(capsys.readouterr().out)
+    assert weighted["si_ssim"] != pytest.approx(uniform["si_ssim"], abs=1e-6)
+    Image.fromarray(photo[:50]).save(tmp_path / "small.png")
+    assert main(["metrics", str(photo_png), str(tmp_path / "small.png")]) == 2
+    assert "differ in size" in capsys.readouterr().err
