@@ -11,7 +11,13 @@ One module per idea of the method (see DESIGN.md of the project):
 - :mod:`semlib.data`        finding, loading and downloading images
 """
 
+import warnings
+
 from semlib.errors import CheckpointError, FormatError, ImageError, SemlibError
+
+# compressai 1.2.8 decorates functions with torch.jit.script, which torch >= 2.10 flags as
+# deprecated at import time; the message says nothing actionable to semlib's users.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
 
 __version__ = "0.1.0"
 __all__ = ["SemlibError", "FormatError", "ImageError", "CheckpointError", "__version__"]
