@@ -1,0 +1,775 @@
+"""Training the gamma-conditioned hierarchical VAE: the loss R + gamma*D and its loop (DESIGN §5-6).
+
+Read top to bottom; each part is one idea:
+
+1. **The loss** (DESIGN §6): ``L = R + gamma * D``, ``D = MSE + beta * (1 - SI-SSIM)``, in the
+   units of :mod:`semlib.models` (R in nats per sub-pixel, MSE of images scaled to [-1, 1]).
+2. **The data**: every training image decoded once into RAM (uint8), its Grad-CAM importance
+   map computed once and cached on disk; batch ``step`` is a pure function of ``(seed, step)``.
+   Cutting a batch of 8 crops of 256 takes ~30 ms against seconds per training step on a CPU,
+   so there are no DataLoader workers.
+3. **Gamma sampling** (DESIGN §5): log-uniform in [32, 2048] per image; on some steps a block
+   map per image (importance-derived, DESIGN §2, or random smooth blobs) so the model learns
+   ROI control; ``--fixed-gamma`` trains the paper's fixed-rate models instead.
+4. **Checkpoints**: written atomically, every ``--ckpt-every`` steps and on Ctrl-C/SIGTERM;
+   ``--resume`` continues bit for bit (on the CPU) as if the run had never stopped.
+5. **The loop**: Adam, warmup + cosine learning rate, gradient-norm clipping, an EMA of the
+   weights (the EMA is what is evaluated and shipped), bf16 autocast + channels-last on the
+   CPU, AMP on CUDA, DistributedDataParallel under ``torchrun``.
+6. **Validation and export**: bpp and PSNR on a few Kodak crops at a few gammas; the EMA
+   weights as a standalone model checkpoint (:func:`semlib.models.save_model`).
+7. **The command line**: ``semlib train --config tiny|small|paper --data DIR --steps N --out CKPT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from semlib import allocation, data, metrics
+from semlib.errors import CheckpointError, ImageError, SemlibError
+from semlib.models import (BLOCK, CONFIGS, GAMMA_RANGE, MAX_STRIDE, _channels_last, build_model, load_model,
+                           save_model)
+
+TRAIN_FORMAT = "semlib-train"
+# beta of D = MSE + beta * (1 - SI-SSIM). On Kodak (JPEG, 24 to 41 dB) the MSE on [-1, 1] is
+# 0.01 to 0.05 times 1 - SI-SSIM, median about 0.02, so beta = 0.01 makes the structural term
+# about half the pixel term: MSE still leads (PSNR is the reported metric), SI-SSIM steers the
+# bits toward important structure. Notebook 05 measures the ratio.
+DEFAULT_BETA = 0.01
+VAL_GAMMAS = (64.0, 256.0, 1024.0)
+LR_FLOOR = 0.1            # the cosine schedule ends at LR_FLOOR * lr
+
+
+# =========================================================================== 1. the loss
+
+
+def gamma_per_pixel(gamma, n: int, height: int, width: int) -> torch.Tensor:
+    """Any gamma (number, N values, or block map N x H/8 x W/8) -> N x 1 x h x w, h, w in {1, H}."""
+    g = torch.as_tensor(gamma, dtype=torch.float32)
+    if g.dim() == 0:
+        return g.reshape(1, 1, 1, 1).expand(n, 1, 1, 1)
+    if g.dim() == 1:
+        return g.reshape(-1, 1, 1, 1).expand(n, 1, 1, 1)
+    if g.dim() == 2:
+        g = g.unsqueeze(0)
+    if tuple(g.shape[-2:]) != (height // BLOCK, width // BLOCK):
+        raise ValueError(f"gamma map {tuple(g.shape)} does not fit {height}x{width} images")
+    g = g.reshape(-1, 1, height // BLOCK, width // BLOCK).expand(n, 1, -1, -1)
+    return g.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)
+
+
+def rate_distortion_loss(out: dict, x: torch.Tensor, gamma, beta: float = DEFAULT_BETA,
+                         importance=None, weights=None) -> dict:
+    """L = R + gamma * D, D = MSE + beta * (1 - SI-SSIM) (DESIGN §4-6), in the units of gamma,
+    per image, then averaged over the batch:
+
+    * R_n = sum over latents of -ln(likelihood) / (3 * H * W): nats per sub-pixel;
+    * the pixel term is the mean over pixels of gamma_pixel * (x - x_hat)^2 * 4, the MSE of
+      images scaled to [-1, 1] weighted by the gamma of each pixel's 8x8 block (a scalar
+      gamma is the constant map);
+    * the structural term is beta * mean(gamma_n) * (1 - SI-SSIM(x_n, x_hat_n; importance_n)).
+
+    ``out`` is the model's ``forward`` output, ``x`` the batch in [0, 1], ``importance`` the
+    importance maps of ``x`` (N x H x W; None = uniform), ``weights`` optional per-image
+    weights of the batch mean (see :func:`balance_weights`). Returns a dict of tensors:
+    ``loss`` (differentiable), and detached ``rate``, ``mse`` (on [0, 1]), ``si_ssim``,
+    ``bpp`` (bits / (N * H * W)) and ``psnr`` (dB, mean over images, x_hat clipped to [0, 1]).
+    """
+    n, _, height, width = x.shape
+    x_hat = out["x_hat"].float()
+    nats = sum(-torch.log(lik).flatten(1).sum(dim=1) for lik in out["likelihoods"].values())   # per image
+    rate = nats / (3 * height * width)
+    g = gamma_per_pixel(gamma, n, height, width).to(x.device)
+    sq_err = (x_hat - x).pow(2)
+    per_image = rate + (g * sq_err * 4.0).mean(dim=(1, 2, 3))
+    si = torch.full((n,), float("nan"), device=x.device)
+    if beta > 0:
+        si = metrics.si_ssim(x, x_hat, importance, reduction="none")
+        per_image = per_image + beta * g.mean(dim=(1, 2, 3)) * (1.0 - si)
+    loss = per_image.mean() if weights is None else (weights.to(x.device) * per_image).mean()
+    with torch.no_grad():
+        mse_each = (x_hat.clamp(0, 1) - x).pow(2).mean(dim=(1, 2, 3))
+        return {"loss": loss, "rate": rate.detach().mean(), "mse": sq_err.mean().detach(),
+                "si_ssim": si.detach().mean(), "bpp": nats.detach().mean() / math.log(2) / (height * width),
+                "psnr": (-10 * torch.log10(mse_each.clamp_min(1e-10))).mean()}
+
+
+def balance_weights(gamma, n: int, gamma_range=GAMMA_RANGE) -> torch.Tensor:
+    """Per-image weights sqrt(lo * hi) / mean(gamma_n), so that images of every gamma pull
+    about equally on the shared weights (without them the largest gamma of a batch dominates
+    its gradient: gamma spans a factor of 64). Each image's own optimum, the trade-off at its
+    gamma, is unchanged: a conditioned model solves one problem per gamma, and scaling one
+    problem's loss does not move its minimum."""
+    g = torch.as_tensor(gamma, dtype=torch.float32)
+    mean_gamma = g.reshape(-1).expand(n) if g.dim() <= 1 else g.reshape(n, -1).mean(dim=1)
+    return math.sqrt(gamma_range[0] * gamma_range[1]) / mean_gamma
+
+
+# =========================================================================== 2. the data
+
+
+def mix_seed(*parts) -> int:
+    """A 63-bit seed from any tuple of numbers and strings (stable across runs and machines)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "semlib" / "importance"
+
+
+def cached_importance(image: np.ndarray, key: str, cache_dir: Path, method: str = "gradcam") -> np.ndarray:
+    """The importance map of ``image`` as uint8 H x W, read from / written to ``cache_dir``.
+
+    ``key`` identifies the image (the sha256 of its file); the PNG is written atomically, and
+    a cached file that cannot be read or has the wrong size is recomputed.
+    """
+    if method == "uniform":
+        return np.full(image.shape[:2], 255, np.uint8)
+    path = cache_dir / f"{key}_{method}.png"
+    if path.is_file():
+        try:
+            with Image.open(path) as im:
+                m = np.asarray(im.convert("L"))
+            if m.shape == image.shape[:2]:
+                return m
+        except OSError:
+            pass
+    from semlib.importance import importance_map  # loads a classifier: only when needed
+
+    m = np.round(importance_map(image) * 255).astype(np.uint8)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(m).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return m
+
+
+class TrainingSet:
+    """Every image under ``folder`` (recursive, case-insensitive extensions) decoded once into
+    RAM as uint8, with its importance map (uint8, cached on disk by file content).
+
+    Images whose short side is below ``crop`` are upscaled (bicubic, the map bilinear) so
+    that the short side equals ``crop``: a crop then never sees padding, only a slightly
+    blurred photo. ``max_images`` keeps an evenly spaced subset (for quick runs).
+    """
+
+    def __init__(self, folder, crop: int = 256, importance: str = "gradcam", cache_dir=None,
+                 max_images: int | None = None, progress: bool = True):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise SemlibError(f"{folder}: training data folder not found")
+        paths = data.list_images(folder, recursive=True)
+        if max_images is not None and 0 < max_images < len(paths):
+            paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_images).round().astype(int)]
+        if not paths:
+            raise SemlibError(f"{folder}: no images found (looked recursively for {', '.join(data.IMAGE_EXTENSIONS)})")
+        if importance not in ("gradcam", "uniform"):
+            raise SemlibError(f"importance must be 'gradcam' or 'uniform', got {importance!r}")
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.crop, self.images, self.maps, self.names = crop, [], [], []
+        for path in tqdm(paths, desc="images + importance maps", disable=not progress, leave=False):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")      # grey/CMYK photos are converted to RGB
+                    image = data.load_image(path)
+            except ImageError as e:
+                warnings.warn(f"skipping {e}", stacklevel=2)
+                continue
+            m = cached_importance(image, data.sha256_file(path)[:32], cache_dir, importance)
+            image, m = _at_least(image, m, crop)
+            self.images.append(image)
+            self.maps.append(m)
+            self.names.append(str(path.relative_to(folder)))
+        if not self.images:
+            raise SemlibError(f"{folder}: none of the {len(paths)} image files could be read")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.images) + sum(m.nbytes for m in self.maps)
+
+    def indices(self, seed: int, step: int, batch: int, rank: int = 0, world: int = 1) -> list[int]:
+        """The images of batch ``step`` on ``rank``: epochs are seeded permutations, and the
+        global batch (``batch * world`` images) is the next slice of their concatenation."""
+        n, total = len(self), batch * world
+        out = []
+        for p in range(step * total + rank * batch, step * total + (rank + 1) * batch):
+            epoch, i = divmod(p, n)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, "epoch", epoch)))
+            out.append(int(perm[i]))
+        return out
+
+    def crop_at(self, i: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random crop (and horizontal flip) of image i and of its map, aligned."""
+        image, m, c = self.images[i], self.maps[i], self.crop
+        top = int(torch.randint(0, image.shape[0] - c + 1, (1,), generator=gen))
+        left = int(torch.randint(0, image.shape[1] - c + 1, (1,), generator=gen))
+        image, m = image[top:top + c, left:left + c], m[top:top + c, left:left + c]
+        if float(torch.rand((), generator=gen)) < 0.5:
+            image, m = image[:, ::-1], m[:, ::-1]
+        return image, m
+
+
+def _at_least(image: np.ndarray, m: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Upscale an image (and its map) whose short side is below ``side`` to exactly ``side``."""
+    h, w = image.shape[:2]
+    if min(h, w) >= side:
+        return image, m
+    s = side / min(h, w)
+    size = (max(side, round(w * s)), max(side, round(h * s)))
+    image = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+    return image, np.asarray(Image.fromarray(m).resize(size, Image.BILINEAR))
+
+
+# =========================================================================== 3. gamma sampling
+
+
+def log_uniform(gen: torch.Generator, lo: float = GAMMA_RANGE[0], hi: float = GAMMA_RANGE[1]) -> float:
+    return math.exp(math.log(lo) + float(torch.rand((), generator=gen)) * (math.log(hi) - math.log(lo)))
+
+
+def blob_map(gen: torch.Generator, base: float, rows: int, cols: int) -> np.ndarray:
+    """Random smooth blobs: base * exp(s * z), z a coarse Gaussian field upsampled (mean 0, std 1)."""
+    k = int(torch.randint(2, 6, (1,), generator=gen))
+    z = F.interpolate(torch.randn(1, 1, k, k, generator=gen), size=(rows, cols), mode="bicubic", align_corners=False)
+    z = (z - z.mean()) / z.std().clamp_min(1e-6)
+    spread = 0.3 + 0.9 * float(torch.rand((), generator=gen))      # up to ~ x10 between blobs
+    return (base * torch.exp(spread * z))[0, 0].numpy()
+
+
+def sample_gammas(gen: torch.Generator, importance: list[np.ndarray], crop: int, map_prob: float,
+                  fixed_gamma: float | None = None, gamma_range=GAMMA_RANGE) -> torch.Tensor:
+    """The gammas of one batch (DESIGN §5): N values, or N block maps (crop/8 x crop/8).
+
+    With probability ``1 - map_prob`` the batch gets one gamma per image, log-uniform in
+    ``gamma_range`` (the paper's [32, 2048]); else every image gets a block map: constant (1/4),
+    importance-derived ``gamma * (T_i / M)^kappa`` with kappa ~ U[0, 2] (DESIGN §2, 1/2), or
+    random blobs (1/4), clamped to ``gamma_range``. ``fixed_gamma``: always that value.
+    """
+    n = len(importance)
+    if fixed_gamma is not None:
+        return torch.full((n,), float(fixed_gamma))
+    bases = [log_uniform(gen, *gamma_range) for _ in range(n)]
+    if float(torch.rand((), generator=gen)) >= map_prob:
+        return torch.tensor(bases, dtype=torch.float32)
+    rows = cols = crop // BLOCK
+    maps = []
+    for base, imp in zip(bases, importance):
+        u = float(torch.rand((), generator=gen))
+        if u < 0.25:
+            gm = np.full((rows, cols), base)
+        elif u < 0.75:
+            kappa = 2.0 * float(torch.rand((), generator=gen))
+            gm = allocation.allocate(imp.astype(np.float32) / 255.0, base, kappa=kappa).gamma_map
+        else:
+            gm = blob_map(gen, base, rows, cols)
+        maps.append(np.clip(gm, *gamma_range))
+    return torch.from_numpy(np.stack(maps).astype(np.float32))
+
+
+def make_batch(dataset: TrainingSet, seed: int, step: int, batch: int, map_prob: float,
+               fixed_gamma: float | None = None, rank: int = 0, world: int = 1, gamma_range=GAMMA_RANGE):
+    """Batch ``step`` as a pure function of (seed, step, rank): images N x 3 x c x c in [0, 1],
+    importance maps N x c x c in [0, 1], and gammas (N values or N x c/8 x c/8)."""
+    gen = torch.Generator().manual_seed(mix_seed(seed, "batch", step, rank))
+    crops = [dataset.crop_at(i, gen) for i in dataset.indices(seed, step, batch, rank, world)]
+    x = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2).float().div(255.0)
+    imp = torch.from_numpy(np.stack([c[1] for c in crops])).float().div(255.0)
+    gamma = sample_gammas(gen, [c[1] for c in crops], dataset.crop, map_prob, fixed_gamma, gamma_range)
+    return x, imp, gamma
+
+
+# =========================================================================== 4. checkpoints
+
+
+def atomic_save(blob: dict, path) -> None:
+    """torch.save into a temporary file beside ``path``, fsync, then os.replace: a crash or an
+    error while writing never leaves a half-written ``path`` (the previous one stays)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(blob, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _weights(model) -> dict:
+    """The state dict without the entropy coder's tables (they are rebuilt from SCALE_TABLE)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("entropy.")}
+
+
+def _plain(value):
+    """argparse values -> what torch.load(weights_only=True) accepts (numbers, strings, lists, dicts)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    for kind in (int, float, str):                  # also their subclasses (numpy floats, TorchVersion)
+        if isinstance(value, kind):
+            return kind(value)
+    return str(value)
+
+
+def save_checkpoint(path, model, ema, optimizer, step: int, args, meta: dict, scaler=None) -> None:
+    """Format "semlib-train": config, model, ema, optimizer, step, args, meta (and the AMP scaler)."""
+    blob = {"format": TRAIN_FORMAT, "version": 1, "config": asdict(model.config),
+            "model": _weights(model), "ema": _weights(ema), "optimizer": optimizer.state_dict(),
+            "step": int(step), "args": _plain(vars(args)), "meta": _plain(meta)}
+    if scaler is not None:
+        blob["scaler"] = scaler.state_dict()
+    atomic_save(blob, path)
+
+
+def load_checkpoint(path) -> dict:
+    """A training checkpoint (weights_only: no pickled code is run)."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({str(e)[:200]})") from None
+    if not isinstance(blob, dict) or blob.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"{path}: not a semlib training checkpoint (format {TRAIN_FORMAT!r})")
+    return blob
+
+
+def _load_weights(module, state: dict, what: str) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("entropy.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{what}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+# =========================================================================== 5. the loop
+
+
+def learning_rate(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps, then a cosine from ``base`` down to LR_FLOOR * base
+    at step ``total``. A pure function of the step, so a resumed run follows the same curve."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def update_ema(ema, model, step: int, decay: float) -> None:
+    """ema <- d * ema + (1 - d) * model, with d = min(decay, (1 + step) / (10 + step)) so the
+    average does not start from the random initialisation; buffers are copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - d)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+class GracefulStop:
+    """Turns the first SIGINT/SIGTERM into a flag (the loop saves a checkpoint and returns);
+    a second one acts as usual. Only in the main thread; elsewhere it does nothing."""
+
+    def __init__(self):
+        self.signum, self._old = None, {}
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def __enter__(self):
+        with contextlib.suppress(ValueError):            # not the main thread
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+
+def _setup_distributed(device_arg: str):
+    """(rank, world, device): DistributedDataParallel when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and device_arg in ("auto", "cuda")
+    if device_arg == "cuda" and not torch.cuda.is_available():
+        raise SemlibError("--device cuda: no CUDA device is available")
+    if world <= 1:
+        return 0, 1, torch.device("cuda" if cuda else "cpu")
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu")
+
+
+def _autocast(device: torch.device, amp: bool):
+    """bf16 autocast on the CPU and on CUDA GPUs that have it, fp16 (with a GradScaler) otherwise."""
+    if not amp:
+        return contextlib.nullcontext(), None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16), None
+
+
+def log_path_for(out) -> Path:
+    return Path(out).with_suffix(".jsonl")
+
+
+def read_log(path) -> list[dict]:
+    """The JSON-lines log of a run: one dict per line ("kind": "train" or "val")."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train (or continue training) a model as described by ``args`` (see :func:`add_train_arguments`).
+
+    Returns a summary: ``step`` reached, ``checkpoint`` and ``log`` paths, ``interrupted``
+    (a signal, ``--stop-after`` or ``--time-limit`` ended the run before ``--steps``), and the
+    last logged training values.
+    """
+    out = Path(args.out)
+    if args.resume and not out.is_file():
+        raise SemlibError(f"--resume: {out} does not exist")
+    if out.exists() and not args.resume:
+        raise SemlibError(f"{out} exists: pass --resume to continue it, or choose another --out")
+    if args.config not in CONFIGS:
+        raise SemlibError(f"unknown configuration {args.config!r}; choose one of {sorted(CONFIGS)}")
+    if args.crop % MAX_STRIDE or args.crop <= 0:
+        raise SemlibError(f"--crop must be a positive multiple of {MAX_STRIDE}, got {args.crop}")
+    if args.fixed_gamma is not None and not (math.isfinite(args.fixed_gamma) and args.fixed_gamma > 0):
+        raise SemlibError(f"--fixed-gamma must be finite and > 0, got {args.fixed_gamma}")
+    lo, hi = args.gamma_range
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise SemlibError(f"--gamma-range must be two finite numbers 0 < LO <= HI, got {lo} {hi}")
+    old_threads = torch.get_num_threads()
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    try:
+        return _train(args, out)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def train_step(net, model, optimizer, batch, args, amp_context, scaler=None) -> dict:
+    """One optimisation step on ``batch`` = (x, importance, gamma): forward under autocast, the
+    loss in float32, backward, gradient-norm clipping, Adam. Returns the step's values (floats)."""
+    x, imp, gamma = batch
+    with amp_context:
+        result = net(x, gamma)
+    weights = balance_weights(gamma, x.shape[0], args.gamma_range) if args.balance_gammas else None
+    losses = rate_distortion_loss(result, x, gamma, args.beta, imp if args.beta > 0 else None, weights)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:                        # fp16 on a GPU without bf16
+        scaler.scale(losses["loss"]).backward()
+        scaler.unscale_(optimizer)
+    else:
+        losses["loss"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    elif torch.isfinite(grad_norm):
+        optimizer.step()                          # a non-finite gradient skips the update
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    values["grad_norm"] = float(grad_norm)
+    return values
+
+
+def _any_rank(flag: bool, world: int, device) -> bool:
+    """True on every process if it is True on one (so that all stop at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+def _train(args, out: Path) -> dict:
+    rank, world, device = _setup_distributed(args.device)
+    main = rank == 0
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+
+    # --- data, model, EMA, optimizer, and the checkpoint to continue from
+    dataset = TrainingSet(args.data, args.crop, args.importance, args.cache_dir, args.max_images,
+                          progress=main and args.progress)
+    torch.manual_seed(mix_seed(args.seed, "init"))
+    model = build_model(args.config).to(device, memory_format=fmt)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    amp_context, scaler = _autocast(device, args.amp)
+    step, meta = 0, {"wall_s": 0.0}
+    if args.resume:
+        blob = load_checkpoint(out)
+        if blob["config"]["name"] != args.config:
+            raise SemlibError(f"{out} holds a {blob['config']['name']!r} model, not {args.config!r}")
+        _load_weights(model, blob["model"], str(out))
+        _load_weights(ema, blob["ema"], str(out))
+        optimizer.load_state_dict(blob["optimizer"])
+        if scaler is not None and "scaler" in blob:
+            scaler.load_state_dict(blob["scaler"])
+        step, meta = int(blob["step"]), dict(blob["meta"])
+        if blob["args"].get("steps") != args.steps and main:
+            warnings.warn(f"--steps changed from {blob['args'].get('steps')} to {args.steps}: "
+                          "the learning-rate schedule is stretched accordingly", stacklevel=3)
+    meta.update(data=str(args.data), images=len(dataset), world_size=world, device=device.type,
+                torch=torch.__version__, config=args.config)
+    net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    val_images = _validation_images(args.val_data, args.val_images, args.crop) if main and args.val_every > 0 else []
+    log_path = log_path_for(out) if args.log is None else Path(args.log)
+    log = open(log_path, "a") if main else None
+
+    def write(record):
+        if log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+    saved_at = step if args.resume else -1
+
+    def checkpoint():
+        nonlocal saved_at
+        if main and saved_at != step:
+            save_checkpoint(out, model, ema, optimizer, step, args, meta, scaler)
+            saved_at = step
+
+    # --- the loop
+    warmup = min(args.warmup, args.steps // 10)
+    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    bar = tqdm(total=args.steps, initial=step, desc=f"train {args.config}", disable=not (main and args.progress))
+    sums, t_start, last = [], time.time(), {}
+    with GracefulStop() as stop:
+        while step < stop_at:
+            t_step = time.time()
+            lr = learning_rate(step, args.steps, args.lr, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, imp, gamma = make_batch(dataset, args.seed, step, args.batch, args.map_prob, args.fixed_gamma,
+                                       rank, world, args.gamma_range)
+            batch = (x.to(device).contiguous(memory_format=fmt), imp.to(device), gamma.to(device))
+            torch.manual_seed(mix_seed(args.seed, "noise", step, rank))   # the latents' uniform noise
+            values = train_step(net, model, optimizer, batch, args, amp_context, scaler)
+            update_ema(ema, model, step, args.ema_decay)
+            step += 1
+            values["sec_per_step"] = time.time() - t_step
+            meta["wall_s"] += values["sec_per_step"]
+            sums.append(values)
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.3f}", bpp=f"{values['bpp']:.3f}", psnr=f"{values['psnr']:.2f}",
+                            refresh=False)
+
+            if step % args.log_every == 0 or step == stop_at:       # averages since the last line
+                last = {k: float(np.mean([v[k] for v in sums])) for k in sums[0]}
+                write({"kind": "train", "step": step, **last, "lr": lr, "wall_s": meta["wall_s"], "time": time.time()})
+                sums = []
+            if val_images and (step % args.val_every == 0 or step == args.steps):
+                for g, v in validate(ema, val_images, args.val_gammas).items():
+                    write({"kind": "val", "step": step, "gamma": g, **v})
+            out_of_time = args.time_limit is not None and time.time() - t_start > args.time_limit
+            if _any_rank(stop.signum is not None or out_of_time, world, device):
+                break
+            if step % args.ckpt_every == 0:
+                checkpoint()
+        checkpoint()
+    bar.close()
+    if log:
+        log.close()
+    if args.export and main and step >= args.steps:
+        export_model(out, args.export, fp16=args.export_fp16)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return {"step": step, "checkpoint": str(out), "log": str(log_path), "interrupted": step < args.steps,
+            "signal": stop.signum, "last": last, "images": len(dataset), "rank": rank}
+
+
+# =========================================================================== 6. validation and export
+
+
+def _validation_images(folder, count: int, crop: int) -> list[torch.Tensor]:
+    """Center crops (``crop`` x ``crop``, at most the image, a multiple of 64) of the first
+    ``count`` images of ``folder`` (default: Kodak, if it can be found; else none)."""
+    if folder is None:
+        try:
+            folder = data.find_dataset("kodak")
+        except FileNotFoundError:
+            return []
+    if not Path(folder).is_dir():
+        raise SemlibError(f"{folder}: validation folder not found")
+    out = []
+    for path in data.list_images(folder)[:count]:
+        image = data.load_image(path)
+        h = min(crop, image.shape[0]) // MAX_STRIDE * MAX_STRIDE
+        w = min(crop, image.shape[1]) // MAX_STRIDE * MAX_STRIDE
+        if h and w:
+            top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+            out.append(data.to_tensor(image[top:top + h, left:left + w]))
+    return out
+
+
+@torch.no_grad()
+def validate(model, images: list[torch.Tensor], gammas=VAL_GAMMAS) -> dict:
+    """Mean bpp (estimated from the likelihoods of the rounded latents) and PSNR of ``images``
+    at each gamma, in eval mode and float32. Returns {gamma: {"bpp": ..., "psnr": ...}}."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    fmt = torch.channels_last if _channels_last(model.stem.weight) else torch.contiguous_format
+    result = {}
+    for g in gammas:
+        bpps, psnrs = [], []
+        for x in images:
+            x = x.to(device).contiguous(memory_format=fmt)
+            out = model(x, float(g))
+            bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
+            bpps.append(float(bits) / (x.shape[2] * x.shape[3]))
+            psnrs.append(float(metrics.psnr(x, out["x_hat"].clamp(0, 1))))
+        result[float(g)] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
+    model.train(was_training)
+    return result
+
+
+def export_model(checkpoint, out, fp16: bool = False) -> Path:
+    """Write the EMA weights of a training checkpoint as a standalone model checkpoint
+    (:func:`semlib.models.save_model`, format "semlib-model"), the one to ship and evaluate.
+
+    ``fp16`` halves the file; :func:`semlib.models.load_model` casts the weights back to
+    float32, so files encoded with the exported model must be encoded after loading it
+    (the fingerprint is that of the float32 weights as loaded).
+    """
+    blob = load_checkpoint(checkpoint)
+    model = load_model(checkpoint)                  # reads the "ema" weights of a training checkpoint
+    meta = {k: v for k, v in blob.get("meta", {}).items() if isinstance(v, (int, float, str))}
+    meta.update(steps=int(blob["step"]), beta=blob["args"].get("beta"), exported_from=str(checkpoint),
+                fixed_gamma=blob["args"].get("fixed_gamma") or 0.0, dtype="float16" if fp16 else "float32")
+    lo, hi = blob["args"].get("gamma_range") or GAMMA_RANGE
+    meta.update(gamma_lo=float(lo), gamma_hi=float(hi))
+    if fp16:
+        model = model.half()
+    save_model(model, out, **{k: v for k, v in meta.items() if v is not None})
+    return Path(out)
+
+
+# =========================================================================== 7. the command line
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``semlib train`` (DESIGN §9)."""
+    a = parser.add_argument
+    a("--config", default="small", choices=sorted(CONFIGS), help="model size (default: small)")
+    a("--data", required=True, help="folder of training images, searched recursively")
+    a("--steps", type=int, required=True, help="total training steps; also sets the learning-rate schedule")
+    a("--out", required=True, help="training checkpoint to write (format semlib-train); "
+      "its log goes beside it as .jsonl")
+    a("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
+    a("--beta", type=float, default=DEFAULT_BETA,
+      help=f"weight of 1 - SI-SSIM in the distortion (default {DEFAULT_BETA}; 0 = plain MSE)")
+    a("--fixed-gamma", type=float, default=None, metavar="G",
+      help="train at this one gamma only (a fixed-rate model, as in the paper's ablation)")
+    a("--crop", type=int, default=256, help="training crop side in pixels, a multiple of 64 (default 256)")
+    a("--batch", type=int, default=8, help="images per step (per process under torchrun; default 8)")
+    a("--lr", type=float, default=2e-4, help="peak learning rate of Adam (default 2e-4)")
+    a("--warmup", type=int, default=500, help="linear warmup steps, at most steps/10 (default 500)")
+    a("--clip", type=float, default=10.0, help="gradient-norm clipping threshold (default 10)")
+    a("--ema-decay", type=float, default=0.999, help="decay of the weights' moving average (default 0.999)")
+    a("--gamma-range", type=float, nargs=2, default=list(GAMMA_RANGE), metavar=("LO", "HI"),
+      help=f"range of the log-uniform gamma sampling (default: the paper's {GAMMA_RANGE[0]:g} {GAMMA_RANGE[1]:g})")
+    a("--balance-gammas", action=argparse.BooleanOptionalAction, default=False,
+      help="weight each image's loss by sqrt(LO*HI)/gamma so every gamma pulls equally (default off: the paper's loss)")
+    a("--map-prob", type=float, default=0.5,
+      help="fraction of steps trained with block gamma maps instead of one gamma per image (default 0.5)")
+    a("--seed", type=int, default=0, help="seed of the data order, crops, gammas and noise (default 0)")
+    a("--log-every", type=int, default=50, help="steps per line of the JSON-lines log (default 50)")
+    a("--ckpt-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    a("--val-every", type=int, default=1000, help="steps between validations, 0 = never (default 1000)")
+    a("--val-data", default=None, help="validation images (default: Kodak, if found)")
+    a("--val-images", type=int, default=3, help="how many validation images (center crops; default 3)")
+    a("--val-gammas", type=float, nargs="+", default=list(VAL_GAMMAS), metavar="G",
+      help="gammas of the validation (default 64 256 1024)")
+    a("--importance", default="gradcam", choices=["gradcam", "uniform"],
+      help="importance maps for SI-SSIM and ROI gamma maps (default gradcam; uniform = none)")
+    a("--cache-dir", default=None, help="where importance maps are cached (default ~/.cache/semlib/importance)")
+    a("--max-images", type=int, default=None, help="use an evenly spaced subset of this many images")
+    a("--num-threads", type=int, default=0, help="CPU threads for torch, 0 = torch's default")
+    a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
+    a("--amp", action=argparse.BooleanOptionalAction, default=True,
+      help="mixed precision: bf16 autocast on CPU/GPU (fp16 where a GPU lacks bf16); default on. "
+      "On a CPU it pays for small and paper; tiny is faster in float32 (--no-amp)")
+    a("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+      help="channels-last memory format (faster convolutions with autocast; default on)")
+    a("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps of this run")
+    a("--time-limit", type=float, default=None, help="stop (with a checkpoint) after this many seconds")
+    a("--log", default=None, help="JSON-lines log (default: --out with suffix .jsonl)")
+    a("--export", default=None, help="at the end, also write the EMA weights as a model checkpoint here")
+    a("--export-fp16", action="store_true", help="store the exported weights as float16 (loaded as float32)")
+    a("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
+    return parser
+
+
+def training_args(data, steps: int, out, **options) -> argparse.Namespace:
+    """The arguments of :func:`train` from Python: the defaults of ``semlib train`` with
+    ``options`` (same names as the command-line options, with underscores) set."""
+    parser = add_train_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--data", str(data), "--steps", str(steps), "--out", str(out)])
+    for k, v in options.items():
+        if not hasattr(args, k):
+            raise TypeError(f"unknown training option {k!r}")
+        setattr(args, k, v)
+    return args
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``semlib train`` for parsed ``args``; returns the exit status (130/143 after a signal)."""
+    summary = train(args)
+    if summary["rank"] != 0:
+        return 0
+    last = summary["last"]
+    msg = f"step {summary['step']}/{args.steps}"
+    if last:
+        msg += f": loss {last['loss']:.4f}, {last['bpp']:.3f} bpp, {last['psnr']:.2f} dB"
+    print(f"{msg}; checkpoint {summary['checkpoint']}, log {summary['log']}")
+    if summary["signal"] is not None:
+        print("interrupted: continue with --resume")
+        return 128 + int(summary["signal"])
+    return 0
+
+
+def main_train(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="semlib train", description=__doc__.split("\n\n")[0])
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_train(args)
+    except SemlibError as e:
+        parser.exit(2, f"semlib train: error: {e}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_train())
