@@ -28,9 +28,12 @@ File format, version 1 (all integers little-endian)::
 
 Everything the decoder needs is in the file, and every byte of it counts in bpp.
 Decoding is bit-exact on the CPU, in the same or another process, with the same
-checkpoint. Decoding on another device type (GPU), or with a different build of the
-math libraries, is not guaranteed: the priors must be computed to the last bit, which is
-a known weak point of learned codecs.
+checkpoint and whatever ``torch.set_num_threads`` says (the passes the decoder repeats
+run on a fixed thread count, :func:`semlib.models.coding_threads`). Decoding on another
+device type (GPU), another CPU family, or with a different build of the math libraries,
+is not guaranteed: the priors must be computed to the last bit, which is a known weak
+point of learned codecs. A damaged or forged file raises :class:`semlib.FormatError`,
+never anything worse (ROBUSTNESS.md: 10,000 fuzzed files, no crash, hang or blow-up).
 """
 
 from __future__ import annotations
@@ -132,8 +135,10 @@ class LevelMap:
         return np.exp(self.log_lo + self.q.astype(np.float64) / 255.0 * span)
 
     def gamma_map(self, gamma: float) -> np.ndarray:
-        """gamma_i = gamma * r_i ** kappa (DESIGN §2), float32."""
-        return (gamma * self.ratios() ** self.kappa).astype(np.float32)
+        """gamma_i = gamma * r_i ** kappa (DESIGN §2), float32 (inf or 0 where it over- or
+        underflows: :func:`decode` refuses such a map)."""
+        with np.errstate(over="ignore", under="ignore"):
+            return (gamma * self.ratios() ** self.kappa).astype(np.float32)
 
 
 def roi_levels(image: np.ndarray, importance, kappa: float, **alloc) -> LevelMap | None:
@@ -282,7 +287,13 @@ def _model_gamma(gamma: float, levels: LevelMap | None, padded_hw) -> torch.Tens
 
 
 def _encode_at(model, fp, x_padded, height, width, gamma, levels) -> tuple[bytes, torch.Tensor]:
-    out = model.compress(x_padded, _model_gamma(gamma, levels, x_padded.shape[-2:]))
+    gm = _model_gamma(gamma, levels, x_padded.shape[-2:])
+    if isinstance(gm, torch.Tensor) and not (torch.isfinite(gm).all() and (gm > 0).all()):
+        raise SemlibError(f"gamma {gamma} with kappa {levels.kappa} gives block gammas that overflow float32")
+    try:
+        out = model.compress(x_padded, gm)
+    except ValueError as e:
+        raise SemlibError(f"the model cannot code this image: {e}") from None
     strings = [s[0] for s in out["strings"]]
     data = _pack(height, width, model.config.name, fp, gamma, levels, strings)
     return data, out["x_hat"][..., :height, :width]
@@ -381,6 +392,8 @@ def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
     padded = (header.height + (-header.height) % MAX_STRIDE, header.width + (-header.width) % MAX_STRIDE)
     shape = (padded[0] // MAX_STRIDE, padded[1] // MAX_STRIDE)
     gamma = _model_gamma(header.gamma, header.levels, padded)
+    if isinstance(gamma, torch.Tensor) and not (torch.isfinite(gamma).all() and (gamma > 0).all()):
+        raise FormatError("the block gammas of the level map overflow float32 (invalid gamma or kappa)")
     try:
         out = model.decompress([[s] for s in header.strings], shape, gamma)
     except (RuntimeError, ValueError) as e:

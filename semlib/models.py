@@ -32,7 +32,11 @@ The model contract is CompressAI's: ``forward(x, gamma)`` returns the reconstruc
 the likelihoods of every latent; ``compress(x, gamma)`` returns one byte string per latent
 block (per image) and the latent shape; ``decompress(strings, shape, gamma)`` takes them back.
 The bitstream is only decodable by the same weights computing exactly the same priors:
-compress/decompress run in float32, in eval mode, on the CPU.
+compress/decompress run in float32, in eval mode, on the CPU, and the passes both of them
+compute run on ``CODING_THREADS`` threads whatever the caller's setting (some oneDNN
+kernels give other last bits with another thread count; see :func:`coding_threads`).
+Latent strings are read back with a bounds-checked rANS decoder (:func:`rans_decode`),
+since compressai's C++ one reads past the end of a corrupted string.
 """
 
 from __future__ import annotations
@@ -40,9 +44,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from bisect import bisect_right
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -54,6 +61,9 @@ GAMMA_RANGE = (32.0, 2048.0)   # the training range of the paper (and QARV's upp
 MAX_STRIDE = 64                 # images are padded to a multiple of this
 BLOCK = 8                       # gamma maps have one value per BLOCK x BLOCK pixels
 SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
+LATENT_LIMIT = 1 << 16          # |round(mu_q - mu_p)| is clipped to this before coding
+MIN_SYMBOLS = 8                 # compressai's encoder overruns its buffer on strings of 1-3 symbols
+CODING_THREADS = 1              # CPU threads of the passes the decoder must reproduce (see coding_threads)
 
 
 # --------------------------------------------------------------------------- configurations
@@ -110,7 +120,8 @@ CONFIGS = {
 class GammaEmbedding(nn.Module):
     """log gamma -> normalised -> sinusoidal features -> Linear-GELU-Linear (per position).
 
-    Input: a log-gamma map N x 1 x h x w (h = w = 1 for a scalar gamma). Output N x E x h x w.
+    Input: a log-gamma map N x 1 x h x w (h = w = 1 for a scalar gamma). Output N x E x h x w:
+    E - 1 learned features and, last, u = log gamma normalised to [0, 1] over the training range.
     The linear layers are 1x1 convolutions so that a gamma map is embedded per position.
     """
 
@@ -118,12 +129,13 @@ class GammaEmbedding(nn.Module):
         super().__init__()
         self.log_lo, self.log_hi = math.log(gamma_range[0]), math.log(gamma_range[1])
         self.register_buffer("freqs", math.pi * torch.arange(1, n_freq + 1).float(), persistent=False)
-        self.mlp = nn.Sequential(nn.Conv2d(2 * n_freq + 1, dim, 1), nn.GELU(), nn.Conv2d(dim, dim, 1))
+        self.mlp = nn.Sequential(nn.Conv2d(2 * n_freq + 1, dim, 1), nn.GELU(), nn.Conv2d(dim, dim - 1, 1))
 
     def forward(self, log_gamma: torch.Tensor) -> torch.Tensor:
         u = (log_gamma - self.log_lo) / (self.log_hi - self.log_lo)     # 0 .. 1 over the range
         angles = u * self.freqs.view(1, -1, 1, 1)
-        return self.mlp(torch.cat([u, torch.sin(angles), torch.cos(angles)], dim=1))
+        # the last channel is u itself, so that layers can also depend on log gamma linearly
+        return torch.cat([self.mlp(torch.cat([u, torch.sin(angles), torch.cos(angles)], dim=1)), u], dim=1)
 
 
 class ChannelNorm(nn.Module):
@@ -165,7 +177,13 @@ class LatentBlock(nn.Module):
 
     prior     p_i(z_i | z_<i, gamma):    decoder state -> ResBlock -> 1x1 -> (mu_p, log sigma_p)
     posterior q_i(z_i | x, z_<i, gamma): [decoder state, encoder feature] -> 1x1 -> ResBlock -> 1x1 -> mu_q
-    update:   state <- ResBlock(state + 1x1(z_i))
+    update:   state <- ResBlock(state + 1x1(z_i / g))
+
+    Gain g(gamma) > 0, per channel and position: the posterior mean, the prior mean and the
+    prior scale are multiplied by g, and z_i divided by it before it enters the decoder, so
+    that the quantisation step in feature space is 1/g. It starts at the high-rate law
+    g ~ sqrt(gamma) (step ~ sqrt(D) ~ 1/sqrt(gamma)), which makes the rate follow gamma from
+    the first step, and is learned from the gamma embedding from there (a "gain unit").
     """
 
     def __init__(self, width, enc_width, z_dim, emb_dim, kernel_size, mlp_ratio):
@@ -179,17 +197,28 @@ class LatentBlock(nn.Module):
         self.post_out = nn.Conv2d(width, z_dim, 1)
         self.z_in = nn.Conv2d(z_dim, width, 1)
         self.res_out = ResBlock(width, emb_dim, kernel_size, mlp_ratio)
+        self.gain = nn.Conv2d(emb_dim, z_dim, 1)
+        span = math.log(GAMMA_RANGE[1] / GAMMA_RANGE[0])
+        with torch.no_grad():                       # log g = (span / 2) * (u - 1/2) at the start
+            self.gain.weight.zero_()
+            self.gain.weight[:, -1] = 0.5 * span
+            self.gain.bias.fill_(-0.25 * span)
+
+    def log_gain(self, emb):
+        return self.gain(emb).float().clamp(-8.0, 8.0)
 
     def prior(self, state, emb):
         """(mu_p, sigma_p) of the prior; in float32, since the coder depends on them."""
         mean, log_scale = self.prior_out(self.prior_res(state, emb)).float().chunk(2, dim=1)
-        return mean, torch.exp(log_scale.clamp(-4.0, 6.0))
+        log_gain = self.log_gain(emb)
+        return mean * torch.exp(log_gain), torch.exp(log_scale.clamp(-4.0, 6.0) + log_gain)
 
     def posterior_mean(self, state, enc_feature, emb):
         h = self.post_merge(torch.cat([state, enc_feature], dim=1))
-        return self.post_out(self.post_res(h, emb)).float()
+        return self.post_out(self.post_res(h, emb)).float() * torch.exp(self.log_gain(emb))
 
     def update(self, state, z, emb):
+        z = z * torch.exp(-self.log_gain(emb))
         return self.res_out(state + self.z_in(z.to(state.dtype)), emb)
 
 
@@ -200,6 +229,96 @@ def _patch_down(c_in, c_out):
 class _PatchUp(nn.Sequential):
     def __init__(self, c_in, c_out, rate):
         super().__init__(nn.Conv2d(c_in, c_out * rate * rate, 1), nn.PixelShuffle(rate))
+
+
+# --------------------------------------------------------------------------- the entropy decoder
+
+RANS64_L = 1 << 31      # lower bound of the 64-bit rANS state (ryg_rans' Rans64, as compressai uses it)
+RANS_PRECISION = 16     # bits of the quantised CDFs
+BYPASS_BITS = 4         # compressai codes values outside a table in 4-bit "bypass" nibbles
+MAX_BYPASS_NIBBLES = 8  # an int32 needs at most 8 nibbles; more means the string is corrupt
+
+
+def coding_tables(entropy: GaussianConditional) -> tuple[list, list, list]:
+    """The CDF tables of ``entropy`` as Python lists (cdfs, cdf lengths, offsets)."""
+    return (entropy._quantized_cdf.tolist(), entropy._cdf_length.reshape(-1).tolist(),
+            entropy._offset.reshape(-1).tolist())
+
+
+def rans_decode(data: bytes, indexes, tables) -> list[int]:
+    """Decode one latent string written by compressai's ``RansEncoder`` (the encoder of
+    :class:`GaussianConditional`), with every read bounds-checked.
+
+    compressai's own C++ decoder trusts its input: on a short or corrupted string it reads
+    past the end of the buffer (a segfault, or values taken from unrelated memory). This
+    decoder reads the same format and gives the same symbols for every valid string
+    (``tests/test_fuzz.py`` checks it against compressai's), and raises ``ValueError`` when
+    the string is shorter than its symbols need, leaves bytes over, or does not end in the
+    state the encoder starts from (``RANS64_L``, a 64-bit value that a corrupted string
+    that garbage almost never reproduces: none of the ~13,000 fuzzed files of
+    ROBUSTNESS.md whose strings reached this decoder did).
+    Its work is linear in ``len(indexes) + len(data)``; as fast as compressai's decoder
+    call, whose Python side converts the tables to lists on every call.
+
+    ``indexes``: the table index of every symbol, in coding order; ``tables``: from
+    :func:`coding_tables`. Returns the integer symbols (the table offset added).
+    """
+    if len(data) < 8 or len(data) % 4:
+        raise ValueError(f"{len(data)} bytes is not a rANS stream (a whole number of 32-bit words, at least 2)")
+    cdfs, cdf_lengths, offsets = tables
+    words = np.frombuffer(bytes(data), "<u4").tolist()
+    n_words = len(words)
+    low = RANS64_L
+    mask = (1 << RANS_PRECISION) - 1
+    x = words[0] | (words[1] << 32)
+    pos = 2
+    out = []
+    for j in indexes:
+        cdf = cdfs[j]
+        top = cdf_lengths[j] - 2                 # the last table entry is the escape to bypass mode
+        cum = x & mask
+        s = bisect_right(cdf, cum, 0, top + 2) - 1
+        start = cdf[s]
+        x = (cdf[s + 1] - start) * (x >> RANS_PRECISION) + cum - start
+        if x < low:
+            if pos == n_words:
+                raise ValueError("the string ends before its last symbol")
+            x = (x << 32) | words[pos]
+            pos += 1
+        if s == top:
+            # bypass mode: a count of nibbles (15 means "15 more follow"), then the nibbles
+            count, raw, k = 0, 0, -1
+            while True:
+                val = x & 0xF
+                x >>= BYPASS_BITS
+                if x < low:
+                    if pos == n_words:
+                        raise ValueError("the string ends before its last symbol")
+                    x = (x << 32) | words[pos]
+                    pos += 1
+                if k < 0:
+                    count += val
+                    if count > MAX_BYPASS_NIBBLES:
+                        raise ValueError("an escaped value is longer than 32 bits")
+                    if val == 0xF:
+                        continue
+                    if count == 0:
+                        break
+                    k = 0
+                    continue
+                raw |= val << (BYPASS_BITS * k)
+                k += 1
+                if k == count:
+                    break
+            if raw >= 1 << 31:
+                raise ValueError("an escaped value is longer than 32 bits")
+            s = -(raw >> 1) - 1 if raw & 1 else (raw >> 1) + top
+        out.append(s + offsets[j])
+    if pos != n_words:
+        raise ValueError(f"{4 * (n_words - pos)} bytes are left over after the last symbol")
+    if x != low:
+        raise ValueError("the string does not end in the encoder's initial state (corrupted)")
+    return out
 
 
 # --------------------------------------------------------------------------- the model
@@ -277,10 +396,19 @@ class HierarchicalVAE(nn.Module):
         if log_gamma.shape[-2:] == (1, 1):
             emb = self.embedding(log_gamma)
             return [emb] * 5
-        maps = [F.interpolate(log_gamma, scale_factor=2, mode="nearest"), log_gamma]
-        for k in (2, 4, 8):
-            maps.append(F.avg_pool2d(log_gamma, k))
-        return [self.embedding(m) for m in maps]
+        return [self.embedding_at(log_gamma, s) for s in range(5)]
+
+    def embedding_at(self, log_gamma: torch.Tensor, s: int) -> torch.Tensor:
+        """The gamma embedding of scale s (0: /4, 1: /8, ... 4: /64) of a log-gamma map at /8."""
+        if log_gamma.shape[-2:] == (1, 1):
+            return self.embedding(log_gamma)
+        if s == 0:
+            m = F.interpolate(log_gamma, scale_factor=2, mode="nearest")
+        elif s == 1:
+            m = log_gamma
+        else:
+            m = F.avg_pool2d(log_gamma, 2 ** (s - 1))
+        return self.embedding(m)
 
     # ----------------------------------------------------------------- the two paths
 
@@ -306,6 +434,7 @@ class HierarchicalVAE(nn.Module):
         fmt = torch.channels_last if _channels_last(self.stem.weight) else torch.contiguous_format
         state = state.contiguous(memory_format=fmt)
         likelihoods, out_strings = [], []
+        tables = coding_tables(self.entropy) if mode == "decompress" else None
         k = 0
         for t in range(5):
             s = 4 - t
@@ -315,11 +444,15 @@ class HierarchicalVAE(nn.Module):
                     state = block.res_in(state, emb)
                     mean, scale = block.prior(state, emb)
                     if mode == "decompress":
-                        indexes = self.entropy.build_indexes(scale)
-                        z = self.entropy.decompress(strings[k], indexes, means=mean)
+                        z = self._decode_latent(strings[k], k, scale, mean, tables)
                     else:
                         mu = block.posterior_mean(state, feats[s], emb)
+                        if mode != "noise":
+                            mu = _bound_latent(mu, mean, k, strict=mode == "compress")
                         if mode == "compress":
+                            if mu[0].numel() < MIN_SYMBOLS:
+                                raise ValueError(f"latent {k} has {mu[0].numel()} values per image; compressai's "
+                                                 f"encoder needs at least {MIN_SYMBOLS} (widen z_dims)")
                             indexes = self.entropy.build_indexes(scale)
                             out_strings.append(self.entropy.compress(mu, indexes, means=mean))
                         z, lik = self._quantize(mu, scale, mean, mode)
@@ -332,6 +465,24 @@ class HierarchicalVAE(nn.Module):
                 state = self.dec_up[t](state)
         x_hat = (self.head(state).float() + 1.0) / 2.0
         return x_hat, likelihoods, out_strings
+
+    def _decode_latent(self, strings, k, scale, mean, tables):
+        """z_k = symbols + mu_p, the symbols read from ``strings`` (one per image) with the
+        bounds-checked :func:`rans_decode`; ValueError names the latent that is corrupt."""
+        indexes = self.entropy.build_indexes(scale)
+        if len(strings) != indexes.shape[0]:
+            raise ValueError(f"latent {k}: {len(strings)} strings for a batch of {indexes.shape[0]}")
+        symbols = []
+        for i, string in enumerate(strings):
+            try:
+                values = rans_decode(string, indexes[i].reshape(-1).tolist(), tables)
+            except ValueError as e:
+                raise ValueError(f"latent string {k} is corrupt: {e}") from None
+            symbols.append(values)
+        q = torch.tensor(symbols, dtype=torch.float32, device=mean.device).reshape(mean.shape)
+        if q.abs().max() > LATENT_LIMIT:
+            raise ValueError(f"latent string {k} holds a value beyond +-{LATENT_LIMIT} (not written by semlib)")
+        return q + mean
 
     def _quantize(self, mu, scale, mean, mode):
         """Uniform posterior: noise in training, rounding relative to the prior mean at test
@@ -347,13 +498,22 @@ class HierarchicalVAE(nn.Module):
 
     def forward(self, x: torch.Tensor, gamma) -> dict:
         """x: N x 3 x H x W in [0, 1], H and W multiples of 64. Returns {'x_hat', 'likelihoods'}.
-        Training mode adds uniform noise to the latents; eval mode rounds them."""
+        Training mode adds uniform noise to the latents; eval mode rounds them, and gives
+        exactly the reconstruction of :meth:`compress` (same thread count, see
+        :func:`coding_threads`)."""
         _check_input(x)
-        embs = self.embeddings(self.log_gamma_map(gamma, x))
-        feats = self.encode_features(x, embs)
         n, _, height, width = x.shape
-        mode = "noise" if self.training else "round"
-        x_hat, likelihoods, _ = self.top_down(embs, (n, height // MAX_STRIDE, width // MAX_STRIDE), feats, mode)
+        shape = (n, height // MAX_STRIDE, width // MAX_STRIDE)
+        if self.training:
+            embs = self.embeddings(self.log_gamma_map(gamma, x))
+            feats = self.encode_features(x, embs)
+            x_hat, likelihoods, _ = self.top_down(embs, shape, feats, "noise")
+        else:
+            with coding_threads(x.device):
+                embs = self.embeddings(self.log_gamma_map(gamma, x))
+            feats = self.encode_features(x, embs)
+            with coding_threads(x.device):
+                x_hat, likelihoods, _ = self.top_down(embs, shape, feats, "round")
         return {"x_hat": x_hat, "likelihoods": {f"z{i}": l for i, l in enumerate(likelihoods)}}
 
     @torch.no_grad()
@@ -361,28 +521,84 @@ class HierarchicalVAE(nn.Module):
         """Entropy-code x. Returns {'strings': one list (over the batch) of bytes per latent
         block, 'shape': (H/64, W/64), 'x_hat': the reconstruction the decoder will produce}."""
         _check_input(x)
-        embs = self.embeddings(self.log_gamma_map(gamma, x))
+        with coding_threads(x.device):
+            embs = self.embeddings(self.log_gamma_map(gamma, x))
         feats = self.encode_features(x.float(), embs)
         n, _, height, width = x.shape
         shape = (height // MAX_STRIDE, width // MAX_STRIDE)
-        x_hat, _, strings = self.top_down(embs, (n, *shape), feats, "compress")
+        with coding_threads(x.device):
+            x_hat, _, strings = self.top_down(embs, (n, *shape), feats, "compress")
         return {"strings": strings, "shape": shape, "x_hat": x_hat.clamp(0, 1)}
 
     @torch.no_grad()
     def decompress(self, strings, shape, gamma) -> dict:
-        """Inverse of :meth:`compress`: ``strings`` is one list (over the batch) per latent block."""
+        """Inverse of :meth:`compress`: ``strings`` is one list (over the batch) per latent block.
+
+        Raises ``ValueError`` for a corrupted string (see :func:`rans_decode`). The gamma
+        embeddings of each scale are built only when the decoder reaches it, so a string
+        that does not fit the claimed image size fails before the large maps exist."""
         if len(strings) != self.num_latents:
             raise ValueError(f"expected {self.num_latents} latent strings, got {len(strings)}")
         n = len(strings[0])
         h64, w64 = shape
-        probe = torch.empty(n, 3, h64 * MAX_STRIDE, w64 * MAX_STRIDE, device=self.dec_bias.device)
-        embs = self.embeddings(self.log_gamma_map(gamma, probe))
-        x_hat, _, _ = self.top_down(embs, (n, h64, w64), mode="decompress", strings=strings)
+        device = self.dec_bias.device
+        # a stand-in of the image's shape for log_gamma_map, without memory behind it
+        probe = torch.zeros((), device=device).expand(n, 3, h64 * MAX_STRIDE, w64 * MAX_STRIDE)
+        with coding_threads(device):
+            embs = _LazyEmbeddings(self, self.log_gamma_map(gamma, probe))
+            x_hat, _, _ = self.top_down(embs, (n, h64, w64), mode="decompress", strings=strings)
         return {"x_hat": x_hat.clamp(0, 1)}
 
     @property
     def num_latents(self) -> int:
         return sum(self.config.latents)
+
+
+class _LazyEmbeddings:
+    """``embs[s]`` of :meth:`HierarchicalVAE.embeddings`, each computed on first use."""
+
+    def __init__(self, model: HierarchicalVAE, log_gamma: torch.Tensor):
+        self.model, self.log_gamma, self.cache = model, log_gamma, {}
+
+    def __getitem__(self, s: int) -> torch.Tensor:
+        if s not in self.cache:
+            self.cache[s] = self.model.embedding_at(self.log_gamma, s)
+        return self.cache[s]
+
+
+def _bound_latent(mu: torch.Tensor, mean: torch.Tensor, k: int, strict: bool) -> torch.Tensor:
+    """Clip the posterior mean so that ``round(mu - mean)`` stays within +-LATENT_LIMIT
+    (compressai's encoder loops without end on values near 2**30, and NaN becomes one).
+    With ``strict`` (compress), non-finite values mean broken weights and raise ValueError."""
+    if strict and not (torch.isfinite(mu).all() and torch.isfinite(mean).all()):
+        raise ValueError(f"latent {k}: the model produced non-finite values (NaN or inf); are the weights broken?")
+    return torch.minimum(torch.maximum(mu, mean - LATENT_LIMIT), mean + LATENT_LIMIT)
+
+
+@contextmanager
+def coding_threads(device: torch.device):
+    """Run the enclosed computation on ``CODING_THREADS`` CPU threads, then restore the
+    caller's setting.
+
+    Some oneDNN kernels (1x1 convolutions on channels-last inputs, measured with torch
+    2.14) split their sums differently with another number of threads, so the same
+    network gives results that differ in the last bits. The decoder must reproduce the
+    encoder's priors and reconstruction exactly, so every pass that both run -- the gamma
+    embeddings and the top-down path -- runs on a fixed thread count, whatever the
+    caller's ``torch.set_num_threads``. The encoder's bottom-up pass only feeds the
+    posterior means, whose rounding is transmitted, and keeps all threads.
+    (``torch.set_num_threads`` is process-wide: do not code concurrently from Python
+    threads that set other counts.)
+    """
+    n = torch.get_num_threads()
+    if device.type != "cpu" or n == CODING_THREADS:
+        yield
+        return
+    torch.set_num_threads(CODING_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _channels_last(t: torch.Tensor) -> bool:
@@ -462,6 +678,9 @@ def load_model(path=None, device="cpu") -> HierarchicalVAE:
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: the weights do not fit their configuration ({str(e)[:200]})") from None
     missing = [k for k in missing if not k.startswith("entropy.")]
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: the weights hold NaN or infinite values ({bad[:3]})")
     if missing or unexpected:
         raise CheckpointError(f"{path}: the weights do not fit their configuration "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
