@@ -22,6 +22,11 @@ Reading order, coarse to fine:
   applied after its normalisation (AdaLN). Gamma is a *map*, one value per 8x8 block,
   pooled (in the log domain) to each resolution and applied per position; a scalar gamma
   is the constant map.
+* **Gain units**: each latent block multiplies its posterior mean and its prior's mean and
+  scale by a per-channel gain g(gamma) and divides z by it on the way into the decoder, so
+  the quantisation step is 1/g. g starts at the high-rate law g ~ sqrt(gamma), so the rate
+  follows gamma from the first training step (AdaLN modulation alone, starting at zero, left
+  the rate flat across gamma in short CPU runs), and is learned from the embedding after that.
 
 Units of gamma (those of QARV, so the paper's gamma in [32, 2048] means what it meant
 there): the loss is ``R + gamma * D`` with R the rate in **nats per sub-pixel** (nats

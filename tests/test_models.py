@@ -115,3 +115,13 @@ def test_a_pickle_carrying_code_is_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError):
         load_model(path)
     assert "pickled code ran" not in capsys.readouterr().out
+
+
+@torch.no_grad()
+def test_gain_units_make_the_rate_follow_gamma_from_the_start(photo):
+    # a fresh model: the AdaLN modulations are zero, only the gain units see gamma
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    x = torch.from_numpy(photo[:64, :128]).permute(2, 0, 1)[None].float() / 255
+    bits = [float(sum((-l.log2()).sum() for l in model(x, g)["likelihoods"].values())) for g in (32.0, 256.0, 2048.0)]
+    assert bits[0] < bits[1] < bits[2]
