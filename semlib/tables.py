@@ -1,0 +1,460 @@
+"""The paper's reported numbers, as CLAIMS, and the tables that set them beside what can
+be looked up or measured here (DESIGN.md §7).
+
+:data:`CLAIMS` holds every number of the paper's Tables 1–4 (the paper behind this
+project, whose own method is the "Song method"; Kodak at 1.12, 0.75 and 1.25 bpp, and the
+ablation on Kodak, Tecnick and CLIC 2022). Each :class:`Claim` names the table, row and
+column it was copied from. They are what the paper *says*, never results of this project.
+
+A row of a comparison table (:func:`comparison_rows`) puts four things side by side:
+
+- the paper's figure (the claim);
+- the published anchor at the same bpp, where a public RD curve of that method exists
+  (:func:`semlib.evaluate.load_anchors`), linearly interpolated in bpp, never
+  extrapolated outside the curve;
+- the value measured here, where the method runs here: the measured RD curve
+  interpolated at that bpp, and the mean over images encoded *at* that bpp;
+- a one-line note of what differs.
+
+A method with no public code or weights here is never filled in: its cells say
+:data:`NOT_MEASURED`. The project's own learned codec says :data:`PENDING` until a
+trained checkpoint exists. Tables are lists of dicts; :func:`markdown` renders them
+(no pandas needed). :func:`sweep` measures rate, PSNR and MS-SSIM of a codec on large
+images (Tecnick, CLIC), and :func:`important_window` picks the zoomed region of a
+visual comparison from the Grad-CAM map (the paper's Figs. 13–14).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NOT_MEASURED = "not measured: no public code/weights here"
+PENDING = "pending: no trained checkpoint yet (issue 5)"
+TARGET_SLACK = 0.05                 # an encoding whose mean bpp misses the target by more than 5 % is not "at" it
+OWN_METHOD = "Song method"          # the paper's name for its own method
+PAPER = "the paper"                 # paper/000_61c259a5c6b3995e.txt in the project's shared folder
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One number pair of the paper's Tables 1–4: what the paper reports, not a measurement.
+
+    ``row`` and ``column`` are the paper's own labels, so :attr:`citation` points at the
+    cell. ``method`` is the method the numbers belong to; ``dataset`` uses the names of
+    :mod:`semlib.anchors` ("kodak", "tecnick", "clic2022").
+    """
+
+    table: int
+    row: str
+    column: str
+    method: str
+    dataset: str
+    bpp: float
+    psnr: float          # dB
+    ms_ssim: float
+    ref: str = ""        # the method's entry in the paper's bibliography, "[1]"
+    year: int | None = None
+
+    @property
+    def citation(self) -> str:
+        return f"{PAPER}, Table {self.table}, row '{self.row}', column {self.column}"
+
+    @property
+    def label(self) -> str:
+        """'JPEG [1] (1991)' or 'Song method (the paper)' or 'Baseline, Kodak'."""
+        if self.table == 4:
+            return f"{self.method} ({self.row})"
+        if self.method == OWN_METHOD:
+            return f"{OWN_METHOD} (the paper's method)"
+        return f"{self.method} {self.ref} ({self.year})".strip()
+
+
+def _rows(table: int, dataset: str, bpp: float, rows) -> list[Claim]:
+    return [Claim(table, method, "PSNR / MS-SSIM", method, dataset, bpp, psnr, msssim, ref, year)
+            for year, ref, method, psnr, msssim in rows]
+
+
+# The paper's Tables 1–3: (Literature date, Bibliography, Module, PSNR, MS-SSIM), as printed.
+TABLE1 = _rows(1, "kodak", 1.12, [
+    (1991, "[1]", "JPEG", 33.2, 0.950),
+    (2002, "[2]", "JPEG2000", 37.5, 0.960),
+    (2017, "[3]", "BPG", 38.5, 0.973),
+    (2023, "[29]", "TCM", 39.5, 0.994),
+    (2021, "[30]", "INN", 38.2, 0.992),
+    (None, "", OWN_METHOD, 40.1, 0.998),
+])
+TABLE2 = _rows(2, "kodak", 0.75, [
+    (2019, "[18]", "DSSLIC", 39.8, 0.991),
+    (2021, "[31]", "EDMS", 34.2, 0.993),
+    (2018, "[32]", "DeepSIC", 37.3, 0.985),
+    (2023, "[33]", "ADAPTIVE DIC", 39.7, 0.992),
+    (None, "", OWN_METHOD, 40.1, 0.996),
+])
+TABLE3 = _rows(3, "kodak", 1.25, [
+    (2020, "[9]", "MAE", 38.0, 0.985),
+    (2021, "[10]", "Coarse-to-Fine", 41.2, 0.987),
+    (2022, "[11]", "ELIC", 38.8, 0.993),
+    (2023, "[12]", "QVRF", 39.8, 0.995),
+    (None, "", OWN_METHOD, 41.5, 0.997),
+])
+# The paper's Table 4 (ablation): rows are datasets (with their bpp), columns the two models.
+_T4 = [("Kodak", "kodak", 1.124, (40.34, 0.995), (40.57, 0.998)),
+       ("Tecnick TESTIMAGES", "tecnick", 0.846, (40.40, 0.993), (40.42, 0.996)),
+       ("CLIC 2022", "clic2022", 0.836, (39.42, 0.992), (39.41, 0.994))]
+TABLE4 = [Claim(4, row, col, col, ds, bpp, v[0], v[1])
+          for row, ds, bpp, base, sem in _T4
+          for col, v in (("Baseline", base), ("Baseline+semantic", sem))]
+CLAIMS: dict[int, list[Claim]] = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4}
+TABLE_TITLES = {
+    1: "Table 1: Kodak at 1.12 bpp, classical and learned codecs",
+    2: "Table 2: Kodak at 0.75 bpp, semantic methods",
+    3: "Table 3: Kodak at 1.25 bpp, variable-rate methods",
+    4: "Table 4: ablation, baseline vs baseline + semantic",
+}
+# Fig. 15 gives no numbers, only curves: fixed-rate models at these gammas (dashed) and one
+# gamma-conditioned model at FIG15_VARIABLE_GAMMAS (the paper, §3.6).
+FIG15_FIXED_GAMMAS = (32, 128, 512, 2048)
+FIG15_VARIABLE_GAMMAS = (32, 64, 128, 256, 512, 1024, 2048)
+FIG15_CLAIM = ("one γ-conditioned model 'achieves a continuous variable rate compression while outperforming "
+               "the baseline + semantic at all rates', its PSNR-bpp curve 'close to the fixed rate performance' "
+               "(the paper, §3.6 and Fig. 15; no numbers are given)")
+
+
+def claims(table: int) -> list[Claim]:
+    """The claims of the paper's Table ``table`` (1–4), in the paper's row order."""
+    if table not in CLAIMS:
+        raise ValueError(f"the paper has Tables 1-4, not {table!r}")
+    return list(CLAIMS[table])
+
+
+# ---------------------------------------------------------------------------------------
+# What each claimed method corresponds to here
+
+
+@dataclass(frozen=True)
+class Counterpart:
+    """Where a claimed method can be looked up (``anchor``: a curve of semlib/anchors)
+    or run (``codec``: a key of the measured results, e.g. a classical codec name or
+    ``"semlib"``); ``learned``: it is the project's own model (pending until trained)."""
+
+    anchor: str | None = None
+    codec: str | None = None
+    note: str = ""
+    learned: bool = False
+
+
+COUNTERPARTS: dict[str, Counterpart] = {
+    "JPEG": Counterpart("jpeg", "jpeg", "the paper names no encoder or settings; anchor: CompressAI's Pillow 7.1.2 "
+                        "defaults; here: libjpeg-turbo 4:2:0, optimised Huffman tables"),
+    "JPEG2000": Counterpart("jpeg2000", "jpeg2000", "the paper names no encoder; anchor: CompressAI's ffmpeg 3.4.6; "
+                            "here: OpenJPEG, 9/7 wavelet with the colour transform"),
+    "BPG": Counterpart("bpg444", "hevc", "anchor: BPG 0.9.8 4:4:4 (CompressAI); here: HEVC intra 4:4:4 (x265) in "
+                       "HEIF, BPG's coder in another container; the paper does not say which BPG settings"),
+    "ELIC": Counterpart("elic2022", None, "anchor: numbers from the ELIC paper as collected by CompressAI"),
+    OWN_METHOD: Counterpart(None, "semlib", "here: the project's γ-conditioned hierarchical VAE (the shipped "
+                            "'small' configuration), far smaller and shorter-trained than the paper's", learned=True),
+    "Baseline+semantic": Counterpart(None, "semlib", "here: the project's γ-conditioned model with the SI-SSIM "
+                                     "loss; the paper's is a fixed-rate model", learned=True),
+    "Baseline": Counterpart(None, "semlib-baseline", "needs a fixed-rate model with β = 0 (no semantic loss, no γ "
+                            "conditioning), DESIGN.md §6", learned=True),
+}
+# Published curves shown beside every table for context (they exist for all three datasets).
+CONTEXT_ANCHORS = ("vtm18.0", "qarv")
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a value off a curve
+
+
+def curve_points(curve: dict, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(bpp, values) of a results dict or anchor curve, sorted by bpp; None when it has
+    no values of ``metric``."""
+    r = curve.get("results", {})
+    if metric not in r or r[metric] is None:
+        return None
+    pts = sorted((float(b), float(v)) for b, v in zip(r["bpp"], r[metric]) if b is not None and v is not None)
+    if not pts:
+        return None
+    x, y = map(np.asarray, zip(*pts))
+    return x, y
+
+
+def value_at(curve: dict, bpp: float, metric: str = "psnr-rgb") -> float | None:
+    """``metric`` of ``curve`` at ``bpp``, linearly interpolated between its two nearest
+    points; None outside the curve's bpp range (no extrapolation) or without the metric."""
+    pts = curve_points(curve, metric)
+    if pts is None:
+        return None
+    x, y = pts
+    if not (x[0] <= bpp <= x[-1]):
+        return None
+    return float(np.interp(bpp, x, y))
+
+
+def rate_at(curve: dict, value: float, metric: str = "psnr-rgb") -> float | None:
+    """The bpp at which ``curve`` first reaches ``value`` of ``metric`` (linear between
+    its points); None when the curve never reaches it or starts above it."""
+    pts = curve_points(curve, metric)
+    if pts is None:
+        return None
+    x, y = pts
+    for k in range(len(x) - 1):
+        lo, hi = y[k], y[k + 1]
+        if lo <= value <= hi and hi > lo:
+            return float(x[k] + (value - lo) / (hi - lo) * (x[k + 1] - x[k]))
+    return None
+
+
+def at_target(results: dict, bpp: float, metric: str) -> float | None:
+    """Mean ``metric`` of a target-bpp results dict (``evaluate_codec(target_bpps=...)``)
+    at the target ``bpp``; None when ``bpp`` was not one of its targets."""
+    r = results.get("results", {})
+    for j, t in enumerate(r.get("target_bpp", [])):
+        if abs(float(t) - bpp) < 1e-9:
+            v = r.get(metric, [None] * (j + 1))[j]
+            return None if v is None else float(v)
+    return None
+
+
+def best_published(anchors: dict[str, dict], bpp: float, metric: str = "psnr-rgb") -> tuple[str, float] | None:
+    """(name, value) of the published curve with the highest ``metric`` at ``bpp``,
+    among those that cover that bpp; None when none does."""
+    vals = [(v, name) for name, c in anchors.items() if (v := value_at(c, bpp, metric)) is not None]
+    if not vals:
+        return None
+    v, name = max(vals)
+    return name, v
+
+
+# ---------------------------------------------------------------------------------------
+# Table rows
+
+
+def pair(psnr: float | None, ms_ssim: float | None, digits: int = 2) -> str:
+    """'33.46 dB / 0.9827'; a missing value is shown as 'n/a'."""
+    p = "n/a" if psnr is None else f"{psnr:.{digits}f} dB"
+    m = "n/a" if ms_ssim is None else f"{ms_ssim:.4f}"
+    return f"{p} / {m}"
+
+
+def _anchor_cell(c: dict, bpp: float) -> tuple[str, float | None, float | None]:
+    p, m = value_at(c, bpp, "psnr-rgb"), value_at(c, bpp, "ms-ssim-rgb")
+    label = f"{c.get('label', c.get('name'))}, {c.get('source', '?').split(':')[0]}"
+    if p is None:
+        x = curve_points(c, "psnr-rgb")[0]
+        text = f"curve covers {x[0]:.3f}–{x[-1]:.3f} bpp only: no value at {bpp:g} (not extrapolated) [{label}]"
+        return text, None, None
+    return f"{pair(p, m)} (published, interpolated) [{label}]", p, m
+
+
+def _measured_cells(cp: Counterpart, bpp: float, curves: dict, encoded: dict) -> dict:
+    out = {"curve_psnr": None, "curve_ms_ssim": None, "enc_psnr": None, "enc_ms_ssim": None}
+    if cp.codec is None:
+        out.update(curve=NOT_MEASURED, encoded=NOT_MEASURED)
+        return out
+    missing = PENDING if cp.learned else "not run here"
+    c = curves.get(cp.codec)
+    if c is None:
+        out["curve"] = missing
+    else:
+        p, m = value_at(c, bpp, "psnr-rgb"), value_at(c, bpp, "ms-ssim-rgb")
+        text = f"{pair(p, m)} (interpolated)" if p is not None else f"outside the measured curve at {bpp:g} bpp"
+        out.update(curve_psnr=p, curve_ms_ssim=m, curve=text)
+    e = encoded.get(cp.codec)
+    if e is None:
+        out["encoded"] = missing
+    else:
+        p, m = at_target(e, bpp, "psnr-rgb"), at_target(e, bpp, "ms-ssim-rgb")
+        reached = at_target(e, bpp, "bpp")
+        n = e.get("meta", {}).get("num_images", "?")
+        if p is None:
+            out["encoded"] = f"not encoded at {bpp:g} bpp"
+        elif abs(reached - bpp) > TARGET_SLACK * bpp:
+            out["encoded"] = f"target {bpp:g} bpp not reached: {pair(p, m)} at {reached:.3f} bpp ({n} images)"
+        else:
+            out.update(enc_psnr=p, enc_ms_ssim=m, encoded=f"{pair(p, m)} at {reached:.3f} bpp ({n} images)")
+    return out
+
+
+def comparison_row(claim: Claim, anchors: dict[str, dict], curves: dict[str, dict] | None = None,
+                   encoded: dict[str, dict] | None = None) -> dict:
+    """One row: the claim, the published anchor at its bpp, and what was measured here.
+
+    ``anchors``: the published curves of the claim's dataset (:func:`semlib.evaluate.load_anchors`).
+    ``curves``: measured RD curves of that dataset by codec name (results dicts, e.g. from
+    ``results/kodak/*.json``; ``"semlib"`` for the project's model). ``encoded``: results
+    dicts of ``evaluate_codec(..., target_bpps=[...])`` by codec name. Display keys:
+    ``method``, ``paper (claim)``, ``published anchor``, ``measured here: curve``,
+    ``measured here: encoded at bpp``, ``what differs``; numbers under ``claim_psnr``,
+    ``anchor_psnr``, ``curve_psnr``, ``enc_psnr`` (and ``*_ms_ssim``) for computing.
+    """
+    curves, encoded = curves or {}, encoded or {}
+    cp = COUNTERPARTS.get(claim.method)
+    row = {"table": claim.table, "bpp": claim.bpp, "dataset": claim.dataset, "citation": claim.citation,
+           "claim_psnr": claim.psnr, "claim_ms_ssim": claim.ms_ssim, "anchor_psnr": None, "anchor_ms_ssim": None,
+           "method": claim.label, "paper (claim)": f"{claim.psnr:g} dB / {claim.ms_ssim:.3f} (claim)"}
+    if cp is None:
+        row.update({"published anchor": "no published curve here", "measured here: curve": NOT_MEASURED,
+                    "measured here: encoded at bpp": NOT_MEASURED, "what differs": "no public code/weights here",
+                    "curve_psnr": None, "curve_ms_ssim": None, "enc_psnr": None, "enc_ms_ssim": None})
+        return row
+    if cp.anchor is not None and cp.anchor in anchors:
+        text, p, m = _anchor_cell(anchors[cp.anchor], claim.bpp)
+        row.update({"published anchor": text, "anchor_psnr": p, "anchor_ms_ssim": m})
+    else:
+        row["published anchor"] = "no published curve here"
+    cells = _measured_cells(cp, claim.bpp, curves, encoded)
+    row["measured here: curve"] = cells.pop("curve")
+    row["measured here: encoded at bpp"] = cells.pop("encoded")
+    row.update(cells)
+    note = cp.note
+    measured = row["enc_psnr"] if row["enc_psnr"] is not None else row["curve_psnr"]
+    if row["anchor_psnr"] is not None:
+        note += f"; claim − published: {claim.psnr - row['anchor_psnr']:+.2f} dB"
+    if measured is not None:
+        note += f"; claim − measured here: {claim.psnr - measured:+.2f} dB"
+    row["what differs"] = note
+    return row
+
+
+def context_row(name: str, anchors: dict[str, dict], bpp: float) -> dict:
+    """A published curve at ``bpp``, for context beside a table (not a row of the paper)."""
+    c = anchors[name]
+    text, p, m = _anchor_cell(c, bpp)
+    return {"method": f"{c.get('label', name)} (context: not in the paper's table)", "paper (claim)": "—",
+            "published anchor": text, "measured here: curve": "—", "measured here: encoded at bpp": "—",
+            "what differs": c.get("note", ""), "anchor_psnr": p, "anchor_ms_ssim": m, "bpp": bpp}
+
+
+def measured_context_row(name: str, curves: dict[str, dict], bpp: float, label: str | None = None) -> dict:
+    """A curve measured here at ``bpp``, for context beside a table (not a row of the paper)."""
+    c = curves[name]
+    p, m = value_at(c, bpp, "psnr-rgb"), value_at(c, bpp, "ms-ssim-rgb")
+    meta = c.get("meta", {})
+    where = f"{meta.get('dataset', '?')}, {meta.get('num_images', '?')} images"
+    cell = (pair(p, m) + f" (interpolated; {where})") if p is not None else f"outside the measured curve at {bpp:g} bpp"
+    return {"method": f"{label or name} (context: measured here, not in the paper's table)", "paper (claim)": "—",
+            "published anchor": "—", "measured here: curve": cell, "measured here: encoded at bpp": "—",
+            "what differs": c.get("description", ""), "curve_psnr": p, "curve_ms_ssim": m, "bpp": bpp}
+
+
+def comparison_rows(claim_list: list[Claim], anchors_by_dataset: dict[str, dict], curves_by_dataset: dict | None = None,
+                    encoded_by_dataset: dict | None = None, context: tuple[str, ...] = CONTEXT_ANCHORS,
+                    measured_context: tuple[str, ...] = ()) -> list[dict]:
+    """:func:`comparison_row` for every claim, each dataset's rows followed by the
+    published ``context`` curves at the same bpp (those present for that dataset) and
+    the measured curves named in ``measured_context`` (those measured on that dataset)."""
+    curves_by_dataset, encoded_by_dataset = curves_by_dataset or {}, encoded_by_dataset or {}
+    rows, groups = [], []
+    for c in claim_list:
+        if (c.dataset, c.bpp) not in groups:
+            groups.append((c.dataset, c.bpp))
+    for ds, bpp in groups:
+        anchors = anchors_by_dataset.get(ds, {})
+        for c in claim_list:
+            if (c.dataset, c.bpp) == (ds, bpp):
+                rows.append(comparison_row(c, anchors, curves_by_dataset.get(ds), encoded_by_dataset.get(ds)))
+        rows += [context_row(n, anchors, bpp) for n in context if n in anchors]
+        curves = curves_by_dataset.get(ds) or {}
+        rows += [measured_context_row(n, curves, bpp) for n in measured_context if n in curves]
+    return rows
+
+
+def claim_gaps(claim_list: list[Claim], anchors_by_dataset: dict[str, dict], metric: str = "psnr-rgb") -> list[dict]:
+    """For each claim: the best published value at its bpp (:func:`best_published`) and
+    the gap claim − best (positive: the claim is above every published curve)."""
+    rows = []
+    for c in claim_list:
+        claimed = c.psnr if metric == "psnr-rgb" else c.ms_ssim
+        best = best_published(anchors_by_dataset.get(c.dataset, {}), c.bpp, metric)
+        rows.append({"claim": c.label, "table": c.table, "dataset": c.dataset, "bpp": c.bpp, "metric": metric,
+                     "claimed": claimed, "best_published": None if best is None else best[0],
+                     "best_value": None if best is None else best[1],
+                     "gap": None if best is None else claimed - best[1]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# A light sweep for large images
+
+
+def sweep(codec, images: dict[str, np.ndarray], qualities, dataset: str = "images") -> dict:
+    """Rate, PSNR and MS-SSIM of ``codec`` at each of ``qualities`` over ``images``
+    (name -> uint8 H x W x 3), as a results dict in CompressAI's shape (means over images
+    under ``results``, values per image under ``per_image``).
+
+    The same numbers as :func:`semlib.evaluate.evaluate_codec` for these three metrics,
+    without its SSIM, SI-SSIM and timings: on the 2-3 megapixel Tecnick and CLIC images
+    those take most of the time. ``codec``: a name of :data:`semlib.baselines.CODECS`
+    or a codec object.
+    """
+    from semlib import metrics
+    from semlib.baselines import get_codec
+
+    codec = get_codec(codec)
+    points = [codec.check_quality(q) for q in qualities]
+    per_image = {}
+    for name, a in images.items():
+        h, w = a.shape[:2]
+        rows = {"quality": [], "bpp": [], "psnr-rgb": [], "ms-ssim-rgb": []}
+        for q in points:
+            data = codec.encode(a, q)
+            rec = codec.decode(data)
+            rows["quality"].append(q)
+            rows["bpp"].append(metrics.bpp(len(data), h, w))
+            rows["psnr-rgb"].append(float(metrics.psnr(a, rec)))
+            big_enough = min(h, w) >= metrics.MS_SSIM_MIN_SIDE
+            rows["ms-ssim-rgb"].append(float(metrics.ms_ssim(a, rec)) if big_enough else None)
+        per_image[name] = rows
+
+    def mean(k, j):
+        vals = [r[k][j] for r in per_image.values() if r[k][j] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    results = {"quality": list(points)}
+    results.update({k: [mean(k, j) for j in range(len(points))] for k in ("bpp", "psnr-rgb", "ms-ssim-rgb")})
+    version = codec.version() if hasattr(codec, "version") else "unknown"
+    return {"name": codec.name, "description": f"{codec.description}. {version}",
+            "meta": {"codec": codec.name, "dataset": dataset, "num_images": len(per_image), "images": list(per_image),
+                     "quality_name": codec.quality_name},
+            "results": results, "per_image": per_image}
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering and figure helpers
+
+DISPLAY_COLUMNS = ("method", "paper (claim)", "published anchor", "measured here: curve",
+                   "measured here: encoded at bpp", "what differs")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        v = f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(rows: list[dict], columns=DISPLAY_COLUMNS) -> str:
+    """A Markdown table of ``rows`` (dicts) with ``columns`` (keys, used as headers)."""
+    columns = list(columns)
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def important_window(importance: np.ndarray, size: int) -> tuple[int, int]:
+    """(top, left) of the ``size`` x ``size`` window with the largest mean importance
+    (a box sum over the Grad-CAM map, DESIGN.md §1); the first one on ties."""
+    g = np.asarray(importance, dtype=np.float64)
+    if g.ndim != 2:
+        raise ValueError(f"importance must be an H x W map, got shape {g.shape}")
+    h, w = g.shape
+    if not (0 < size <= min(h, w)):
+        raise ValueError(f"window of {size} pixels does not fit a {h} x {w} map")
+    s = np.pad(g.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    box = s[size:, size:] - s[:-size, size:] - s[size:, :-size] + s[:-size, :-size]
+    top, left = np.unravel_index(int(np.argmax(box)), box.shape)
+    return int(top), int(left)

@@ -1,0 +1,186 @@
+"""The paper's claims are kept as cited data, and the comparison tables never fill a cell
+with a number that was not looked up or measured: interpolation stays inside a curve,
+methods that cannot run here say so, the project's model says "pending" until trained."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semlib import tables
+from semlib.evaluate import load_anchors
+from semlib.tables import NOT_MEASURED, PENDING, Claim
+
+PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "000_61c259a5c6b3995e.txt"
+
+
+def curve(bpp, psnr, ms_ssim=None, name="c"):
+    r = {"bpp": list(bpp), "psnr-rgb": list(psnr)}
+    if ms_ssim is not None:
+        r["ms-ssim-rgb"] = list(ms_ssim)
+    return {"name": name, "results": r}
+
+
+def test_every_table_holds_one_rate_one_dataset_per_row_group_and_cites_its_cell():
+    for t in (1, 2, 3):
+        cl = tables.claims(t)
+        assert len({(c.dataset, c.bpp) for c in cl}) == 1
+        assert cl[-1].method == tables.OWN_METHOD     # the paper's method is the last row
+    assert {c.bpp for c in tables.claims(1)} | {c.bpp for c in tables.claims(2)} | {c.bpp for c in tables.claims(3)} \
+        == {1.12, 0.75, 1.25}
+    t4 = tables.claims(4)
+    assert {c.dataset for c in t4} == {"kodak", "tecnick", "clic2022"}
+    assert [c.column for c in t4].count("Baseline") == 3 == [c.column for c in t4].count("Baseline+semantic")
+    for c in (x for t in (1, 2, 3, 4) for x in tables.claims(t)):
+        assert f"Table {c.table}" in c.citation and c.row in c.citation
+        assert 20 < c.psnr < 50 and 0.9 < c.ms_ssim < 1.0
+    with pytest.raises(ValueError, match="Tables 1-4"):
+        tables.claims(5)
+
+
+@pytest.mark.skipif(not PAPER_TEXT.is_file(), reason="the paper's text is not beside the repository")
+def test_claims_are_the_numbers_printed_in_the_papers_tables():
+    text = PAPER_TEXT.read_text()
+    for t in (1, 2, 3, 4):
+        start = text.index(f"Table {t}.\n", text.index("Table 1.\nComparison"))
+        end = text.find(f"Table {t + 1}.\n", start)
+        block = text[start:end if end > 0 else None]
+        cells = re.findall(r"^\s*([^|\n]*?)\s*\|", block, flags=re.M)
+        printed = [float(x) for x in cells if re.fullmatch(r"\d+(\.\d+)?", x)]   # in reading order
+        cl = tables.claims(t)
+        if t == 4:   # per dataset: bpp, PSNR base, PSNR +semantic, MS-SSIM base, MS-SSIM +semantic
+            expected = [v for b, s in zip(cl[::2], cl[1::2]) for v in (b.bpp, b.psnr, s.psnr, b.ms_ssim, s.ms_ssim)]
+        else:
+            expected = [v for c in cl for v in (c.psnr, c.ms_ssim)]
+            assert [c.method for c in cl] == [x for x in cells if x in {c.method for c in cl}]
+        assert printed == expected
+
+
+def test_value_at_interpolates_inside_the_curve_and_never_extrapolates():
+    c = curve([1.0, 0.5, 2.0], [34.0, 30.0, 38.0], [0.98, 0.96, 0.99])  # unsorted on purpose
+    assert tables.value_at(c, 0.5) == 30.0
+    assert tables.value_at(c, 0.75) == pytest.approx(32.0)
+    assert tables.value_at(c, 1.5, "ms-ssim-rgb") == pytest.approx(0.985)
+    assert tables.value_at(c, 0.49) is None and tables.value_at(c, 2.01) is None
+    assert tables.value_at(curve([0.5, 1.0], [30, 34]), 0.7, "ms-ssim-rgb") is None
+
+
+def test_rate_at_inverts_value_at():
+    c = curve([0.25, 0.5, 1.0, 2.0], [28.0, 31.0, 34.0, 37.0])
+    for bpp in (0.25, 0.4, 1.0, 1.7):
+        assert tables.rate_at(c, tables.value_at(c, bpp)) == pytest.approx(bpp)
+    assert tables.rate_at(c, 27.9) is None and tables.rate_at(c, 37.1) is None
+
+
+def test_at_target_reads_the_row_of_that_target():
+    r = {"results": {"target_bpp": [0.75, 1.12], "bpp": [0.751, 1.118], "psnr-rgb": [31.0, 33.0],
+                     "ms-ssim-rgb": [0.97, None]}}
+    assert tables.at_target(r, 1.12, "psnr-rgb") == 33.0
+    assert tables.at_target(r, 1.12, "bpp") == 1.118
+    assert tables.at_target(r, 1.12, "ms-ssim-rgb") is None
+    assert tables.at_target(r, 1.25, "psnr-rgb") is None
+
+
+def test_best_published_picks_the_highest_curve_covering_the_rate():
+    anchors = {"low": curve([0.1, 2.0], [25, 35]), "high": curve([0.1, 2.0], [27, 37]),
+               "short": curve([0.1, 0.5], [40, 41])}
+    assert tables.best_published(anchors, 1.0) == ("high", pytest.approx(27 + 10 * 0.9 / 1.9))
+    assert tables.best_published(anchors, 0.3)[0] == "short"
+    assert tables.best_published(anchors, 3.0) is None
+
+
+def test_methods_without_code_are_never_filled_in():
+    anchors = {"jpeg": curve([0.5, 2.0], [30, 36])}
+    row = tables.comparison_row(Claim(1, "TCM", "PSNR / MS-SSIM", "TCM", "kodak", 1.12, 39.5, 0.994),
+                                anchors, {"jpeg": anchors["jpeg"]})
+    assert row["measured here: curve"] == NOT_MEASURED == row["measured here: encoded at bpp"]
+    assert row["curve_psnr"] is None and row["enc_psnr"] is None and row["anchor_psnr"] is None
+    assert "39.5" in row["paper (claim)"] and "claim" in row["paper (claim)"]
+
+
+def test_the_projects_model_is_pending_until_it_has_results():
+    claim = tables.claims(1)[-1]
+    row = tables.comparison_row(claim, {}, {}, {})
+    assert row["measured here: curve"] == PENDING == row["measured here: encoded at bpp"]
+    learned = curve([0.5, 1.5], [31.0, 35.0], [0.97, 0.99])
+    enc = {"meta": {"num_images": 2},
+           "results": {"target_bpp": [1.12], "bpp": [1.121], "psnr-rgb": [33.5], "ms-ssim-rgb": [0.98]}}
+    row = tables.comparison_row(claim, {}, {"semlib": learned}, {"semlib": enc})
+    assert row["curve_psnr"] == pytest.approx(31 + 4 * 0.62)
+    assert row["enc_psnr"] == 33.5 and "1.121 bpp (2 images)" in row["measured here: encoded at bpp"]
+    assert f"{40.1 - 33.5:+.2f} dB" in row["what differs"]
+    enc["results"]["bpp"] = [0.97]      # the rate control could not reach the target: no number "at" 1.12 bpp
+    row = tables.comparison_row(claim, {}, {"semlib": learned}, {"semlib": enc})
+    assert row["enc_psnr"] is None and row["measured here: encoded at bpp"].startswith("target 1.12 bpp not reached")
+    assert f"{40.1 - row['curve_psnr']:+.2f} dB" in row["what differs"]
+
+
+def test_rows_compare_claim_published_and_measured_at_the_claims_rate():
+    anchors = load_anchors("kodak")
+    jpeg = tables.claims(1)[0]
+    measured = curve([1.0, 1.2], [33.0, 34.0], [0.98, 0.99])
+    row = tables.comparison_row(jpeg, anchors, {"jpeg": measured})
+    assert row["anchor_psnr"] == pytest.approx(tables.value_at(anchors["jpeg"], 1.12))
+    assert row["curve_psnr"] == pytest.approx(33.6)
+    assert row["measured here: encoded at bpp"] == "not run here"
+    assert f"{jpeg.psnr - 33.6:+.2f} dB" in row["what differs"]
+    elic = next(c for c in tables.claims(3) if c.method == "ELIC")   # the ELIC curve ends below 1.25 bpp
+    row = tables.comparison_row(elic, anchors)
+    assert row["anchor_psnr"] is None and "not extrapolated" in row["published anchor"]
+
+
+def test_comparison_rows_add_context_after_each_dataset_group():
+    anchors = {"kodak": load_anchors("kodak"), "tecnick": load_anchors("tecnick"), "clic2022": load_anchors("clic2022")}
+    hevc = {"name": "hevc", "meta": {"dataset": "tecnick", "num_images": 1}, **curve([0.5, 1.0], [38, 41])}
+    rows = tables.comparison_rows(tables.claims(4), anchors, {"tecnick": {"hevc": hevc}}, measured_context=("hevc",))
+    methods = [r["method"] for r in rows]
+    assert len(rows) == 6 + 3 * len(tables.CONTEXT_ANCHORS) + 1
+    assert methods[0].startswith("Baseline (Kodak") and "context" in methods[2]
+    ctx = next(r for r in rows if "measured here" in r["method"])
+    assert ctx["bpp"] == 0.846 and ctx["curve_psnr"] == pytest.approx(38 + 3 * 0.346 / 0.5)
+
+
+def test_claim_gaps_measure_claims_against_the_best_published_curve():
+    anchors = {"kodak": {"a": curve([0.5, 1.0], [35, 38]), "b": curve([0.5, 1.0], [36, 36.6])}}
+    c = Claim(2, "X", "PSNR / MS-SSIM", "X", "kodak", 0.75, 40.1, 0.996)
+    (g,) = tables.claim_gaps([c], anchors)
+    assert g["best_published"] == "a" and g["best_value"] == pytest.approx(36.5)
+    assert g["gap"] == pytest.approx(3.6)
+    (g,) = tables.claim_gaps([c], {"kodak": {}})
+    assert g["gap"] is None
+
+
+def test_markdown_has_a_header_a_rule_and_one_line_per_row_with_pipes_escaped():
+    md = tables.markdown([{"a": "x|y", "b": 1.23456}, {"a": None}], columns=("a", "b"))
+    lines = md.splitlines()
+    assert lines[0] == "| a | b |" and lines[1] == "| --- | --- |"
+    assert lines[2] == "| x\\|y | 1.235 |" and lines[3] == "| — | — |"
+
+
+def test_sweep_gives_the_numbers_of_evaluate_codec():
+    from semlib.data import sample_image
+    from semlib.evaluate import evaluate_codec
+
+    images = {"astronaut": np.ascontiguousarray(sample_image("astronaut")[40:216, 150:342]),
+              "chelsea": np.ascontiguousarray(sample_image("chelsea")[60:236, 100:292])}
+    light = tables.sweep("jpeg", images, [20, 80], dataset="tiny")
+    full = evaluate_codec("jpeg", images, qualities=[20, 80], importance="uniform", dataset="tiny", progress=False)
+    for k in ("bpp", "psnr-rgb", "ms-ssim-rgb"):
+        assert light["results"][k] == pytest.approx(full["results"][k], rel=1e-6), k
+        assert light["per_image"]["chelsea"][k] == pytest.approx(full["per_image"]["chelsea"][k], rel=1e-6)
+    assert light["results"]["bpp"][0] < light["results"]["bpp"][1]
+    assert light["meta"]["num_images"] == 2 and light["meta"]["dataset"] == "tiny"
+    with pytest.raises(ValueError, match="quality"):
+        tables.sweep("jpeg", images, [101])
+
+
+def test_important_window_finds_the_brightest_square():
+    g = np.zeros((60, 80), np.float32)
+    g[20:30, 50:60] = 1.0
+    assert tables.important_window(g, 10) == (20, 50)
+    top, left = tables.important_window(g, 16)
+    assert top <= 20 and top + 16 >= 30 and left <= 50 and left + 16 >= 60
+    assert tables.important_window(np.ones((8, 8)), 8) == (0, 0)
+    with pytest.raises(ValueError, match="does not fit"):
+        tables.important_window(g, 61)
