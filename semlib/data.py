@@ -79,7 +79,7 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as RGB ``uint8`` H x W x 3.
 
     Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha is dropped),
@@ -91,8 +91,13 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise ImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: the file is empty")
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # semlib applies its own pixel limit just below; Pillow's bomb warning would be noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             if im.width * im.height > max_pixels:
                 raise ImageError(
                     f"{path}: {im.width}x{im.height} is larger than the limit of {max_pixels} pixels"

@@ -259,9 +259,9 @@ def rans_decode(data: bytes, indexes, tables) -> list[int]:
     decoder reads the same format and gives the same symbols for every valid string
     (``tests/test_fuzz.py`` checks it against compressai's), and raises ``ValueError`` when
     the string is shorter than its symbols need, leaves bytes over, or does not end in the
-    state the encoder starts from (``RANS64_L``, a 64-bit value that a corrupted string
-    that garbage almost never reproduces: none of the ~13,000 fuzzed files of
-    ROBUSTNESS.md whose strings reached this decoder did).
+    state the encoder starts from (``RANS64_L``, a 64-bit value that garbage almost never
+    reproduces: none of the ~12,700 fuzzed files of ROBUSTNESS.md whose strings reached
+    this decoder with the wrong bytes or the wrong priors did).
     Its work is linear in ``len(indexes) + len(data)``; as fast as compressai's decoder
     call, whose Python side converts the tables to lists on every call.
 
