@@ -224,6 +224,8 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from semlib import bench, evaluate, train  # their options are defined beside their code
+
     p = argparse.ArgumentParser(prog="semlib", description="Semantic-aware variable-rate learned image compression.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -278,32 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model (see 'semlib train --help')",
                        description="Train the gamma-conditioned hierarchical VAE with the loss R + gamma*(MSE + beta*(1 - SI-SSIM)).")
-    try:
-        from semlib import train as _train
-
-        _train.add_train_arguments(s)
-    except (ImportError, AttributeError):  # pragma: no cover - during development only
-        pass
+    train.add_train_arguments(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="evaluate a codec over a folder of images into a results JSON",
                        description="Sweep a codec (a classical codec name or a checkpoint path) over the images of DIR.")
-    try:
-        from semlib import evaluate as _evaluate
-
-        _evaluate.add_eval_arguments(s)
-    except (ImportError, AttributeError):  # pragma: no cover
-        pass
+    evaluate.add_eval_arguments(s)
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("bench", help="speed and memory of the codec, Grad-CAM and classical codecs",
                        description="Print parameters and step times of the configurations, and encode/decode/Grad-CAM times.")
-    try:
-        from semlib import bench as _bench
-
-        _bench.add_bench_arguments(s)
-    except (ImportError, AttributeError):  # pragma: no cover
-        pass
+    bench.add_bench_arguments(s)
     s.set_defaults(func=cmd_bench)
     return p
 
