@@ -367,6 +367,25 @@ def _load_weights(module, state: dict, what: str) -> None:
         raise CheckpointError(f"{what}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
+def _warm_start(model, ema, path, config: str) -> None:
+    """Load ``path`` (a training checkpoint: its model and EMA weights; or a model checkpoint,
+    float16 or float32: into both) for ``--init``. The optimizer starts afresh."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise CheckpointError(f"--init {path}: not a readable checkpoint ({str(e)[:200]})") from None
+    if not isinstance(blob, dict) or "config" not in blob or ("model" not in blob and "ema" not in blob):
+        raise CheckpointError(f"--init {path}: not a semlib checkpoint")
+    if blob["config"].get("name") != config:
+        raise SemlibError(f"--init {path} holds a {blob['config'].get('name')!r} model, not {config!r}")
+    weights = blob.get("model", blob.get("ema"))
+    ema_weights = blob.get("ema", weights)
+    as_float = lambda state: {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # noqa: E731
+    _load_weights(model, as_float(weights), f"--init {path}")
+    _load_weights(ema, as_float(ema_weights), f"--init {path}")
+
+
 # =========================================================================== 5. the loop
 
 
@@ -540,6 +559,9 @@ def _train(args, out: Path) -> dict:
         if blob["args"].get("steps") != args.steps and main:
             warnings.warn(f"--steps changed from {blob['args'].get('steps')} to {args.steps}: "
                           "the learning-rate schedule is stretched accordingly", stacklevel=3)
+    elif args.init:
+        _warm_start(model, ema, args.init, args.config)
+        step = int(args.start_step)
     meta.update(data=str(args.data), images=len(dataset), world_size=world, device=device.type,
                 torch=torch.__version__, config=args.config)
     net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
@@ -598,6 +620,9 @@ def _train(args, out: Path) -> dict:
                 break
             if step % args.ckpt_every == 0:
                 checkpoint()
+            if main and args.snapshot_every and step % args.snapshot_every == 0:
+                checkpoint()
+                export_model(out, out.with_name(f"{out.stem}_step{step}.pt"), fp16=True)
         checkpoint()
     bar.close()
     if log:
@@ -689,6 +714,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--out", required=True, help="training checkpoint to write (format semlib-train); "
       "its log goes beside it as .jsonl")
     a("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
+    a("--init", default=None, metavar="CKPT",
+      help="start from these weights (a training or model checkpoint, e.g. the shipped one) with a fresh optimizer")
+    a("--start-step", type=int, default=0,
+      help="with --init: the step to start counting from (sets where the learning-rate schedule begins)")
     a("--beta", type=float, default=DEFAULT_BETA,
       help=f"weight of 1 - SI-SSIM in the distortion (default {DEFAULT_BETA}; 0 = plain MSE)")
     a("--fixed-gamma", type=float, default=None, metavar="G",
@@ -726,6 +755,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help="channels-last memory format (faster convolutions with autocast; default on)")
     a("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps of this run")
     a("--time-limit", type=float, default=None, help="stop (with a checkpoint) after this many seconds")
+    a("--snapshot-every", type=int, default=0, metavar="STEPS",
+      help="also export the EMA weights (float16) beside --out as <name>_step<N>.pt every STEPS steps "
+      "(for learning curves and equal-budget comparisons; default 0 = never)")
     a("--log", default=None, help="JSON-lines log (default: --out with suffix .jsonl)")
     a("--export", default=None, help="at the end, also write the EMA weights as a model checkpoint here")
     a("--export-fp16", action="store_true", help="store the exported weights as float16 (loaded as float32)")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from semlib import codec, data, metrics
-from semlib.errors import SemlibError
+from semlib.errors import CheckpointError, SemlibError
 from semlib.models import GAMMA_RANGE, build_model, fingerprint, load_model
 from semlib import train as T
 
@@ -373,3 +373,38 @@ def test_the_gamma_range_option_bounds_the_samples(image_dir, cache_dir):
     for map_prob in (0.0, 1.0):
         g = torch.cat([T.make_batch(ds, 0, s, 4, map_prob, gamma_range=(4.0, 16.0))[2].flatten() for s in range(20)])
         assert g.min() >= 4.0 and g.max() <= 16.0
+
+
+def test_init_warm_starts_from_exported_weights_with_a_fresh_optimizer(trained, tmp_path, image_dir, cache_dir):
+    """--init loads an exported model (float16 too) into model and EMA; the schedule starts at --start-step."""
+    out, _ = trained
+    half = T.export_model(out, tmp_path / "tiny-fp16.pt", fp16=True)
+    run = tmp_path / "warm.pt"
+    T.train(args_for(image_dir, cache_dir, run, 45, init=str(half), start_step=40, fixed_gamma=256.0))
+    blob = torch.load(run, weights_only=True)
+    assert blob["step"] == 45
+    # 5 Adam steps (t counts from the warm start) on top of the exported weights: close to them, not equal
+    assert all(int(s["step"]) == 5 for s in blob["optimizer"]["state"].values())
+    start = load_model(half).state_dict()
+    moved = [k for k, v in blob["model"].items() if v.is_floating_point() and k in start
+             and not torch.equal(v, start[k])]
+    assert moved
+    assert max(float((blob["model"][k] - start[k]).abs().max()) for k in moved) < 0.05
+
+
+def test_init_refuses_another_configuration_or_a_foreign_file(tmp_path, image_dir, cache_dir, tiny_ckpt):
+    with pytest.raises(SemlibError, match="holds a 'tiny' model"):
+        T.train(args_for(image_dir, cache_dir, tmp_path / "a.pt", 2, config="small", init=str(tiny_ckpt)))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        T.train(args_for(image_dir, cache_dir, tmp_path / "b.pt", 2, init=str(junk)))
+
+
+def test_snapshots_export_the_ema_every_n_steps(tmp_path, image_dir, cache_dir):
+    out = tmp_path / "snap.pt"
+    T.train(args_for(image_dir, cache_dir, out, 6, snapshot_every=3))
+    snaps = sorted(p.name for p in tmp_path.glob("snap_step*.pt"))
+    assert snaps == ["snap_step3.pt", "snap_step6.pt"]
+    m = load_model(tmp_path / "snap_step3.pt")
+    assert m.meta["steps"] == 3 and m.meta["dtype"] == "float16"
