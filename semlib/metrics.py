@@ -109,6 +109,26 @@ def psnr(x, y, data_range: float = 1.0):
     return _report(out)
 
 
+def roi_psnr(x, y, importance, fraction: float = 0.2, data_range: float = 1.0) -> float:
+    """PSNR over the ``fraction`` of pixels with the highest ``importance`` (H x W, any
+    scale), all three channels: how well the region the classifier cares about is kept.
+    Ties at the threshold are broken by pixel order (a stable sort), so exactly
+    ``round(fraction * H * W)`` pixels count. One image at a time."""
+    x, y = _pair(x, y)
+    if x.shape[0] != 1:
+        raise ValueError(f"roi_psnr takes one image, got a batch of {x.shape[0]}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    imp = torch.as_tensor(np.asarray(importance, dtype=np.float64))
+    h, w = x.shape[2:]
+    if tuple(imp.shape) != (h, w):
+        raise ValueError(f"importance map is {tuple(imp.shape)}, image is {h}x{w}")
+    k = max(1, int(round(fraction * h * w)))
+    top = torch.sort(-imp.flatten(), stable=True).indices[:k]
+    d = (x.detach().double() - y.detach().double().to(x.device))[0].reshape(3, -1)[:, top]
+    return float(10.0 * torch.log10(float(data_range) ** 2 / d.pow(2).mean()))
+
+
 # ---------------------------------------------------------------------------------------
 # SSIM and SI-SSIM (DESIGN §3)
 
