@@ -1,0 +1,115 @@
+"""The benchmarks (semlib.bench, scripts/benchmarks.py): the quick path runs end to end and
+reports every figure; items run in their own process; the markdown keeps hand-written
+text. No timing is asserted -- only that the numbers exist and are positive."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semlib import bench, data
+
+
+def positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def quick_report(tiny_ckpt):
+    """The quick path on a tiny scale: tiny weights, one Kodak image, one run, one small
+    size, JPEG only, in this process (a fresh process per item costs seconds each)."""
+    return bench.codec_benchmarks(checkpoint=tiny_ckpt, threads=1, images=1, repeats=1, sizes=(0.05,),
+                                  codecs=("jpeg",), gamma=256.0, isolate=False, log=lambda msg: None)
+
+
+def test_the_quick_path_reports_every_figure(quick_report):
+    r = quick_report
+    assert {"cpu", "cores", "threads", "torch", "date", "load_average"} <= set(r["machine"])
+    assert r["machine"]["threads"] == 1 and "checkpoint" in r["weights"]
+    ours = r["kodak"]["ours"]
+    assert r["kodak"]["images"] == ["kodim01"] and ours["gamma"] == 256.0
+    for key in ("encode_s", "decode_s", "bpp", "encode_peak_mib", "decode_peak_mib", "model_load_s"):
+        assert positive(ours[key]), key
+    cam = r["kodak"]["gradcam"]
+    assert positive(cam["seconds"]) and positive(cam["first_call_s"]) and positive(cam["peak_mib"])
+    jpeg = r["kodak"]["classic"]["jpeg"]
+    assert "libjpeg" in jpeg["version"]
+    for key in ("encode_s", "decode_s", "bpp", "psnr", "peak_mib"):
+        assert positive(jpeg[key]), key
+    assert jpeg["ours_over_theirs"]["encode"] == pytest.approx(ours["encode_s"] / jpeg["encode_s"])
+    assert set(r["targets"]) == {"encode_s", "decode_s", "gradcam_s"}
+    for t in r["targets"].values():
+        assert positive(t["measured_s"]) and t["met"] == (t["measured_s"] <= t["target_s"])
+
+
+def test_the_scaling_rows_and_the_profile(quick_report):
+    (row,) = quick_report["scaling"]
+    assert (row["height"], row["width"]) == bench.scaled_size(0.05) and "error" not in row
+    for key in ("encode_s", "decode_s", "bpp", "encode_peak_mib", "decode_peak_mib"):
+        assert positive(row[key]), key
+    stages = quick_report["profile"]["stages"]
+    assert set(stages) == {"encode", "decode", "gradcam"}
+    for st in stages.values():
+        assert positive(st["total_s"]) and sum(st["parts"].values()) == pytest.approx(st["total_s"])
+    assert positive(stages["decode"]["parts"]["rANS decode (pure Python, semlib.models.rans_decode)"])
+    assert positive(stages["encode"]["parts"]["bottom-up network (encoder)"])
+    top = quick_report["profile"]["top"]["decode"]
+    assert top and all(row["own_s"] >= 0 and row["calls"] > 0 for row in top)
+    assert any("rans_decode" in row["function"] for row in top)
+    for what in ("encode", "decode"):
+        parts = quick_report["profile"]["network"][what]
+        assert any("latent blocks" in k for k in parts) and all(v >= 0 for v in parts.values())
+    assert any("encoder" in k for k in quick_report["profile"]["network"]["encode"])
+    assert not any("encoder" in k for k in quick_report["profile"]["network"]["decode"])
+
+
+def test_the_markdown_shows_targets_tables_and_profile(quick_report):
+    md = bench.markdown_report(quick_report)
+    assert "| encode | <= 0.4 s |" in md and "| decode | <= 0.2 s |" in md and "| Grad-CAM | <= 0.1 s |" in md
+    h, w = bench.scaled_size(0.05)
+    assert f"| {h} x {w} |" in md and "### Where the time goes" in md and "| jpeg (Pillow" in md
+    assert "after the last latent" in md
+    assert quick_report["machine"]["cpu"] in md
+
+
+def test_the_generated_section_is_replaced_and_hand_written_text_kept(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    bench.update_markdown(path, "first figures\n")
+    text = path.read_text()
+    assert text.startswith("# Benchmarks") and "first figures" in text
+    path.write_text(text.replace("# Benchmarks\n", "# Benchmarks\n\nWritten by hand.\n") + "\nA footnote.\n")
+    bench.update_markdown(path, "second figures\n")
+    text = path.read_text()
+    assert "second figures" in text and "first figures" not in text
+    assert "Written by hand." in text and text.rstrip().endswith("A footnote.")
+    assert text.count(bench.GENERATED_BEGIN) == 1 and text.count(bench.GENERATED_END) == 1
+
+
+def test_sizes_and_the_mosaic_of_kodak_tiles(kodak_dir):
+    for mp in bench.SCALES_MP:
+        h, w = bench.scaled_size(mp)
+        assert h % 16 == 0 and w % 16 == 0 and abs(h * w / 1e6 / mp - 1) < 0.05 and w / h == pytest.approx(1.5, abs=0.02)
+    paths = [kodak_dir / "kodim01.png", kodak_dir / "kodim04.png"]         # kodim04 is portrait
+    m = bench.mosaic(600, 1000, paths)
+    assert m.shape == (600, 1000, 3) and m.dtype == np.uint8
+    assert np.array_equal(m[:512, :768], data.load_image(paths[0]))
+    assert np.array_equal(m[:512, 768:], np.rot90(data.load_image(paths[1]))[:, :232])
+    assert np.array_equal(m[512:, :768], data.load_image(paths[0])[:88])   # the next row starts over
+
+
+def test_an_item_runs_in_its_own_process_and_memory_failures_are_reported(tmp_path, kodak_dir, tiny_ckpt):
+    crop = data.load_image(kodak_dir / "kodim05.png")[:256, :384]
+    Image.fromarray(crop).save(tmp_path / "crop.png")
+    task = {"kind": "classic", "codec": "jpeg", "images": [{"path": str(tmp_path / "crop.png")}], "bpp": [1.0],
+            "repeats": 1, "threads": 1}
+    res = bench.run_isolated(task, timeout=120)
+    assert res["isolated"] and "error" not in res, res
+    assert res["peak_mib"] >= res["base_mib"] > 0 and positive(res["encode_seconds"][0][0])
+    assert abs(res["bpp"][0] - 1.0) < 0.05                        # matched to the asked rate
+    # an item that needs more memory than its limit ends with an error, not a dead machine
+    big = {"kind": "encode", "checkpoint": str(tiny_ckpt), "gamma": 256.0, "repeats": 1, "threads": 1,
+           "images": [{"mosaic": [2048, 3072], "paths": [str(kodak_dir / "kodim01.png")]}],
+           "out_dir": str(tmp_path), "warmup": False, "memory_limit_gib": 0.05}
+    res = bench.run_isolated(big, timeout=120)
+    assert "error" in res and "memory" in res["error"], res
