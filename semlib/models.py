@@ -432,9 +432,11 @@ class HierarchicalVAE(nn.Module):
             feats.append(h)
         return feats
 
-    def top_down(self, embs, shape, feats=None, mode="noise", strings=None):
+    def top_down(self, embs, shape, feats=None, mode="noise", strings=None, reconstruct: bool = True):
         """Top-down pass. ``mode``: 'noise' (training), 'round' (test-time forward),
         'compress' (also entropy-codes each latent), 'decompress' (reads them from ``strings``).
+        ``reconstruct=False`` stops after the last latent (x_hat is then None): the layers
+        after it only build the image, which an encoder that returns bytes does not need.
 
         Returns (x_hat, likelihoods, strings)."""
         n, h64, w64 = shape
@@ -467,6 +469,8 @@ class HierarchicalVAE(nn.Module):
                         likelihoods.append(lik)
                     state = block.update(state, z, emb)
                     k += 1
+                if t == 3 and not reconstruct:
+                    return None, likelihoods, out_strings
             for block in self.dec_stages[t]:
                 state = block(state, emb)
             if t < 4:
@@ -525,9 +529,10 @@ class HierarchicalVAE(nn.Module):
         return {"x_hat": x_hat, "likelihoods": {f"z{i}": l for i, l in enumerate(likelihoods)}}
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, gamma) -> dict:
+    def compress(self, x: torch.Tensor, gamma, reconstruct: bool = True) -> dict:
         """Entropy-code x. Returns {'strings': one list (over the batch) of bytes per latent
-        block, 'shape': (H/64, W/64), 'x_hat': the reconstruction the decoder will produce}."""
+        block, 'shape': (H/64, W/64), 'x_hat': the reconstruction the decoder will produce
+        (None with ``reconstruct=False``, which skips the layers after the last latent)}."""
         _check_input(x)
         with coding_threads(x.device):
             embs = self.embeddings(self.log_gamma_map(gamma, x))
@@ -535,8 +540,8 @@ class HierarchicalVAE(nn.Module):
         n, _, height, width = x.shape
         shape = (height // MAX_STRIDE, width // MAX_STRIDE)
         with coding_threads(x.device):
-            x_hat, _, strings = self.top_down(embs, (n, *shape), feats, "compress")
-        return {"strings": strings, "shape": shape, "x_hat": x_hat.clamp(0, 1)}
+            x_hat, _, strings = self.top_down(embs, (n, *shape), feats, "compress", reconstruct=reconstruct)
+        return {"strings": strings, "shape": shape, "x_hat": None if x_hat is None else x_hat.clamp(0, 1)}
 
     @torch.no_grad()
     def decompress(self, strings, shape, gamma) -> dict:

@@ -131,3 +131,14 @@ def test_info_describes_the_file(encoded):
     assert d["gamma"] == pytest.approx(300.0)
     assert sum(d["latent_bytes"]) < d["bytes"]
     json.dumps(d)
+
+
+def test_encoding_without_reconstruction_writes_the_same_file(photo, tiny_model):
+    """reconstruct=False skips the image-building layers: same bytes, x_hat None, at a gamma and by rate control."""
+    full = codec.encode_image(photo, gamma=300.0, model=tiny_model)
+    lean = codec.encode_image(photo, gamma=300.0, model=tiny_model, reconstruct=False)
+    assert lean.x_hat is None and lean.data == full.data
+    assert codec.encode(photo, gamma=300.0, model=tiny_model) == full.data
+    by_rate = codec.encode_image(photo, target_bpp=full.bpp, model=tiny_model)
+    assert np.array_equal(by_rate.x_hat, codec.decode(by_rate.data, model=tiny_model))
+    assert codec.encode(photo, target_bpp=full.bpp, model=tiny_model) == by_rate.data
