@@ -1,0 +1,187 @@
+"""Write the model card of the shipped checkpoint from what was measured.
+
+Every number in the card is read from a file made by code: the checkpoint's metadata, the
+training log (JSON lines), the list of training runs, and the Kodak results JSONs of
+``semlib eval``. Run it after those exist:
+
+    python scripts/model_card.py            # -> semlib/checkpoints/MODEL_CARD.md, docs/training_small.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from semlib.evaluate import bd_table, load_anchors, load_results  # noqa: E402
+from semlib.models import SHIPPED_CHECKPOINT, count_parameters, fingerprint, load_model  # noqa: E402
+from semlib.train import read_log  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT / "results" / "kodak"
+CLASSICAL = ("jpeg", "jpeg2000", "webp", "hevc", "avif", "jpegxl")
+PUBLISHED = ("bpg444", "vtm", "mbt2018-mean", "qarv")
+
+
+def fmt(v, spec=".2f", none="n/a"):
+    return none if v is None else format(v, spec)
+
+
+def learning_curve(log: list[dict], out: Path) -> None:
+    train = [r for r in log if r.get("kind") == "train"]
+    val = [r for r in log if r.get("kind") == "val"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    hours = [r["wall_s"] / 3600 for r in train]
+    axes[0].plot(hours, [r["loss"] for r in train], lw=0.8)
+    axes[0].set(xlabel="training wall time (hours, 2 CPU cores)", ylabel="loss R + γ·D (mean over batch)",
+                yscale="log", title="training loss (γ sampled log-uniformly in [32, 2048])")
+    wall_at = {r["step"]: r["wall_s"] / 3600 for r in train}
+    for g in sorted({r["gamma"] for r in val}):
+        pts = [(wall_at.get(r["step"]), r["psnr"], r["bpp"]) for r in val if r["gamma"] == g and r["step"] in wall_at]
+        if pts:
+            axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3,
+                         label=f"γ = {g:g} (last: {pts[-1][2]:.2f} bpp)")
+    axes[1].set(xlabel="training wall time (hours)", ylabel="PSNR (dB)",
+                title="validation: Kodak centre crops, EMA weights")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def results_table(res: dict, knob: str) -> list[str]:
+    r = res["results"]
+    lines = [f"| {knob} | bpp | PSNR (dB) | MS-SSIM | SI-SSIM | PSNR top-20 % (dB) | encode (s) | decode (s) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for j, q in enumerate(r.get("quality") or r.get("target_bpp")):
+        lines.append(f"| {q:g} | {r['bpp'][j]:.3f} | {fmt(r['psnr-rgb'][j])} | {fmt(r['ms-ssim-rgb'][j], '.4f')} | "
+                     f"{fmt(r['si-ssim'][j], '.4f')} | {fmt((r.get('psnr-roi20') or [None] * 99)[j])} | "
+                     f"{fmt(r['encoding_time'][j])} | {fmt(r['decoding_time'][j])} |")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
+    p.add_argument("--log", default=str(ROOT / "results" / "training" / "small.jsonl"))
+    p.add_argument("--runs", default=str(ROOT / "results" / "training" / "small_runs.json"))
+    p.add_argument("--out", default=str(SHIPPED_CHECKPOINT.parent / "MODEL_CARD.md"))
+    p.add_argument("--figure", default=str(ROOT / "docs" / "training_small.png"))
+    a = p.parse_args()
+
+    ckpt = Path(a.checkpoint)
+    model = load_model(ckpt)
+    meta = model.meta
+    log = read_log(a.log)
+    runs = json.loads(Path(a.runs).read_text())
+    learning_curve(log, Path(a.figure))
+    sweep = load_results(KODAK / "semlib.json")
+    target = KODAK / "semlib-target-bpp.json"
+    roi = KODAK / "semlib-roi-k1-target-bpp.json"
+    peer = KODAK / "peer-msh-0.0483.json"
+    train_lines = [r for r in log if r.get("kind") == "train"]
+    wall_h = train_lines[-1]["wall_s"] / 3600 if train_lines else float("nan")
+
+    L = [f"# Model card: `semlib/checkpoints/{ckpt.name}`", "",
+         "*Written by `python scripts/model_card.py` from the checkpoint, its training log and the Kodak results "
+         "in `results/kodak/`; nothing below is typed in by hand except the prose.*", "",
+         "## What it is", "",
+         f"- The `{model.config.name}` configuration of semlib's γ-conditioned hierarchical VAE "
+         f"({count_parameters(model) / 1e6:.2f} M parameters), the EMA of the training weights, stored as "
+         f"{meta.get('dtype', 'float32')} ({ckpt.stat().st_size / 1e6:.1f} MB) and loaded as float32.",
+         f"- Fingerprint (written into every .semc file): `{fingerprint(model).hex()}`.",
+         f"- One model for every rate: γ ∈ [{meta.get('gamma_lo', 32):g}, {meta.get('gamma_hi', 2048):g}] "
+         "(QARV's units: rate in nats per sub-pixel, MSE on [−1, 1]), and per-block γ maps (ROI).",
+         f"- Loss R + γ·(MSE + β·(1 − SI-SSIM)) with β = {meta.get('beta')} (DESIGN §6).", "",
+         "## Training", "",
+         f"- Data: {meta.get('images')} photos under `../shared/data/train/` (BSDS500 and an ImageNet sample; "
+         "licences in its SOURCES.md), random crops, Grad-CAM importance maps computed once and cached.",
+         f"- Steps: {meta.get('steps')} (batch 8), {wall_h:.2f} hours of training steps on "
+         f"{meta.get('device', 'cpu')} (torch {meta.get('torch', '?')}).",
+         "- Why this schedule: in 8-minute pilots (`results/pilot_schedule.json`, `scripts/pilot_schedule.py`), "
+         "128-pixel crops learned faster per CPU-minute than 256-pixel ones and a peak learning rate of 5e-4 faster "
+         "than 2e-4. The cosine schedule is set over a 200,000-step campaign, so within these runs the learning "
+         "rate stays near its peak and the EMA of the weights (decay 0.999) is what ships; the decay comes at "
+         "the end of the campaign.",
+         "", "Runs, in order (each continues the last with `--resume`):", ""]
+    for r in runs:
+        L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
+        L.append(f"  `{r['command']}`")
+    L += ["", "![training curves](../../docs/training_small.png)", "",
+          "## Kodak (24 images, 768×512), real files", "",
+          f"γ sweep (`{sweep['meta'].get('command', '')}`):", ""]
+    L += results_table(sweep, "γ")
+    for path, title in ((target, "Rate control to a target bpp (uniform γ)"),
+                        (roi, "Rate control with `--roi auto` (κ = 1)")):
+        if path.is_file():
+            res = load_results(path)
+            L += ["", f"{title} (`{res['meta'].get('command', '')}`):", ""] + results_table(res, "target bpp")
+
+    if roi.is_file() and target.is_file():
+        u, rr = load_results(target)["results"], load_results(roi)["results"]
+        L += ["", "### ROI: `--roi auto` against uniform γ at the same target bpp", "",
+              "| target bpp | bpp uniform / ROI | PSNR uniform / ROI (dB) | PSNR top-20 % uniform / ROI (dB) | "
+              "SI-SSIM uniform / ROI |", "| ---: | ---: | ---: | ---: | ---: |"]
+        for j, t in enumerate(rr["target_bpp"]):
+            if t in u["target_bpp"]:
+                i = u["target_bpp"].index(t)
+                L.append(f"| {t:g} | {u['bpp'][i]:.3f} / {rr['bpp'][j]:.3f} | {u['psnr-rgb'][i]:.2f} / "
+                         f"{rr['psnr-rgb'][j]:.2f} | {fmt(u['psnr-roi20'][i])} / {fmt(rr['psnr-roi20'][j])} | "
+                         f"{u['si-ssim'][i]:.4f} / {rr['si-ssim'][j]:.4f} |")
+
+    curves = [sweep]
+    L += ["", "## BD-rate on Kodak (PSNR-RGB; negative = fewer bits than the anchor for the same PSNR)", ""]
+    rows = []
+    for name in CLASSICAL:
+        f = KODAK / f"{name}.json"
+        if f.is_file():
+            rows += bd_table(curves, load_results(f), dataset="kodak")
+    anchors = load_anchors("kodak")
+    for name in PUBLISHED:
+        if name in anchors:
+            row = bd_table(curves, name, dataset="kodak")[0]
+            row["anchor"] += " (published curve)"
+            rows.append(row)
+    L += ["| anchor | BD-rate (%) | BD-PSNR (dB) |", "| --- | ---: | ---: |"]
+    for r in rows:
+        if r["error"]:
+            L.append(f"| {r['anchor']} | n/a | n/a ({r['error'][:80]}) |")
+        else:
+            L.append(f"| {r['anchor']} | {r['bd_rate']:+.1f} | {r['bd_quality']:+.2f} |")
+    L += ["", "Classical codecs: measured here (`results/kodak/`, same 24 images); published curves: "
+          "`semlib/anchors/kodak.json` with their sources. A BD-rate needs overlapping PSNR ranges; where the "
+          "curves overlap only in part, the number covers that part."]
+
+    if peer.is_file():
+        pr = load_results(peer)
+        tr = pr["meta"].get("training", {})
+        b, q = pr["results"]["bpp"][0], pr["results"]["psnr-rgb"][0]
+        import numpy as np
+        sb, sq = np.array(sweep["results"]["bpp"]), np.array(sweep["results"]["psnr-rgb"])
+        order = np.argsort(sb)
+        ours = float(np.interp(b, sb[order], sq[order])) if sb.min() <= b <= sb.max() else None
+        L += ["", "## The peer: CompressAI's MeanScaleHyperprior(128, 192), fixed rate", "",
+              f"Trained by `python -m semlib.peer train` on the same crops and machine, λ = {tr.get('lmbda')}, "
+              f"{tr.get('steps')} steps, {fmt((tr.get('wall_s') or 0) / 3600)} hours. Kodak, real files: "
+              f"{b:.3f} bpp, {q:.2f} dB. Ours at that bpp (interpolated on the γ sweep): "
+              f"{fmt(ours)} dB."]
+
+    L += ["", "## Limits", "",
+          "- Trained for hours on 2 CPU cores, not days on GPUs: far from the paper's (and QARV's) training budget; "
+          "the curve above shows it was still improving when this checkpoint was taken.",
+          "- Decoding is bit-exact on the CPU across processes and thread counts (ROBUSTNESS.md); "
+          "decoding on another device type (GPU) is not guaranteed to match.",
+          f"- Card written on {platform.platform()}."]
+    Path(a.out).write_text("\n".join(L) + "\n")
+    print(f"wrote {a.out} and {a.figure}")
+
+
+if __name__ == "__main__":
+    main()
