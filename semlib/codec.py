@@ -140,6 +140,18 @@ class LevelMap:
         with np.errstate(over="ignore", under="ignore"):
             return (gamma * self.ratios() ** self.kappa).astype(np.float32)
 
+    def model_gamma_map(self, gamma: float) -> np.ndarray:
+        """:meth:`gamma_map` clipped to the trained range GAMMA_RANGE: what the model is given.
+        A block gamma outside the range the model was trained on gives it inputs it has never
+        seen (measured: with base gamma 32 and kappa 1 the background blocks fell to gamma ~8
+        and came out badly damaged). The clip keeps the mean level only inside the range, so at
+        the ends of the range ROI can move fewer bits. Non-finite values are left for the
+        callers to refuse."""
+        gm = self.gamma_map(gamma)
+        if not (np.isfinite(gm).all() and (gm > 0).all()):
+            return gm
+        return np.clip(gm, np.float32(GAMMA_RANGE[0]), np.float32(GAMMA_RANGE[1]))
+
 
 def roi_levels(image: np.ndarray, importance, kappa: float, **alloc) -> LevelMap | None:
     """The block level map for ``importance`` (None, 'auto', or a mask / map array / path)."""
@@ -280,7 +292,7 @@ def _model_gamma(gamma: float, levels: LevelMap | None, padded_hw) -> torch.Tens
     """The gamma the model sees: a scalar, or the block map edge-padded to the padded image."""
     if levels is None:
         return gamma
-    gm = torch.from_numpy(levels.gamma_map(gamma))
+    gm = torch.from_numpy(levels.model_gamma_map(gamma))
     rows, cols = padded_hw[0] // BLOCK, padded_hw[1] // BLOCK
     gm = F.pad(gm[None, None], (0, cols - gm.shape[1], 0, rows - gm.shape[0]), mode="replicate")
     return gm[0]
@@ -370,7 +382,7 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
 
 def _result(g, data, x_hat, levels, height, width) -> Encoded:
     return Encoded(data=data, gamma=g, bpp=8 * len(data) / (height * width),
-                   x_hat=None if x_hat is None else sdata.to_uint8(x_hat), gamma_map=None if levels is None else levels.gamma_map(g))
+                   x_hat=None if x_hat is None else sdata.to_uint8(x_hat), gamma_map=None if levels is None else levels.model_gamma_map(g))
 
 
 def encode(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0, **kwargs) -> bytes:
@@ -414,7 +426,7 @@ def info(data: bytes) -> dict:
          "bytes": h.size, "bpp": 8 * h.size / (h.height * h.width), "gamma": h.gamma,
          "roi": h.levels is not None, "latent_bytes": [len(s) for s in h.strings]}
     if h.levels is not None:
-        gm = h.levels.gamma_map(h.gamma)
+        gm = h.levels.model_gamma_map(h.gamma)
         d.update(kappa=h.levels.kappa, blocks=list(gm.shape),
                  gamma_min=float(gm.min()), gamma_max=float(gm.max()))
     return d

@@ -109,24 +109,42 @@ def psnr(x, y, data_range: float = 1.0):
     return _report(out)
 
 
-def roi_psnr(x, y, importance, fraction: float = 0.2, data_range: float = 1.0) -> float:
-    """PSNR over the ``fraction`` of pixels with the highest ``importance`` (H x W, any
-    scale), all three channels: how well the region the classifier cares about is kept.
-    Ties at the threshold are broken by pixel order (a stable sort), so exactly
-    ``round(fraction * H * W)`` pixels count. One image at a time."""
-    x, y = _pair(x, y)
-    if x.shape[0] != 1:
-        raise ValueError(f"roi_psnr takes one image, got a batch of {x.shape[0]}")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    imp = torch.as_tensor(np.asarray(importance, dtype=np.float64))
-    h, w = x.shape[2:]
-    if tuple(imp.shape) != (h, w):
-        raise ValueError(f"importance map is {tuple(imp.shape)}, image is {h}x{w}")
-    k = max(1, int(round(fraction * h * w)))
-    top = torch.sort(-imp.flatten(), stable=True).indices[:k]
-    d = (x.detach().double() - y.detach().double().to(x.device))[0].reshape(3, -1)[:, top]
-    return float(10.0 * torch.log10(float(data_range) ** 2 / d.pow(2).mean()))
+def roi_psnr(x, y, importance, fraction: float = 0.2) -> float:
+    """PSNR (dB) over the ``fraction`` of pixels with the highest importance: how well the
+    region the classifier cares about is kept (the ROI measure of the model card).
+
+    ``x``, ``y``: RGB H x W x 3, ``uint8`` (0..255) or float in [0, 1]; ``importance``:
+    H x W. The ``ceil(fraction * H * W)`` most important pixels are kept (ties broken
+    by raster order, so the choice is deterministic) and the MSE is taken over their
+    three channels: ``10 log10(1 / MSE)`` with both images scaled to [0, 1].
+    Identical pixels there give ``inf``.
+    """
+    a, b = _unit(x, "x"), _unit(y, "y")
+    g = np.asarray(importance, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"the images differ in shape: {a.shape} vs {b.shape}")
+    if g.shape != a.shape[:2]:
+        raise ValueError(f"importance of shape {g.shape} does not fit images of {a.shape[0]}x{a.shape[1]}")
+    if not np.isfinite(g).all():
+        raise ValueError("importance holds NaN or infinite values")
+    if not (0 < fraction <= 1):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    k = math.ceil(fraction * g.size - 1e-9)
+    top = np.argsort(-g.ravel(), kind="stable")[:k]
+    d = a.reshape(-1, a.shape[2])[top] - b.reshape(-1, b.shape[2])[top]
+    mse = float(np.mean(d * d))
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _unit(image, name: str) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"{name} must be an H x W x 3 image, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float64) / 255.0
+    if np.issubdtype(a.dtype, np.floating):
+        return a.astype(np.float64)
+    raise ValueError(f"{name}: unsupported dtype {a.dtype} (use uint8 or float in [0, 1])")
 
 
 # ---------------------------------------------------------------------------------------

@@ -142,3 +142,17 @@ def test_encoding_without_reconstruction_writes_the_same_file(photo, tiny_model)
     by_rate = codec.encode_image(photo, target_bpp=full.bpp, model=tiny_model)
     assert np.array_equal(by_rate.x_hat, codec.decode(by_rate.data, model=tiny_model))
     assert codec.encode(photo, target_bpp=full.bpp, model=tiny_model) == by_rate.data
+
+
+def test_block_gammas_stay_inside_the_trained_range(photo, tiny_model):
+    """With a low base gamma the ROI's background blocks would fall below 32: the model is given
+    the clipped map, and the decoder computes the same one from the file."""
+    from semlib.models import GAMMA_RANGE
+    m = np.zeros(photo.shape[:2], np.float32)
+    m[:48] = 1.0
+    enc = codec.encode_image(photo, gamma=40.0, importance=m, kappa=1.0, model=tiny_model)
+    raw = codec.parse(enc.data).levels.gamma_map(enc.gamma)
+    assert raw.min() < GAMMA_RANGE[0]                       # what the allocation alone asks for
+    assert enc.gamma_map.min() == pytest.approx(GAMMA_RANGE[0]) and enc.gamma_map.max() <= GAMMA_RANGE[1]
+    assert codec.info(enc.data)["gamma_min"] == pytest.approx(GAMMA_RANGE[0])
+    assert np.array_equal(codec.decode(enc.data, model=tiny_model), enc.x_hat)

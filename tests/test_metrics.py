@@ -2,8 +2,6 @@
 
 import math
 
-from semlib import metrics
-
 import numpy as np
 import pytest
 import pytorch_msssim
@@ -265,25 +263,3 @@ def test_bad_rd_curves_raise(args, words):
     with pytest.raises(ValueError, match=words):
         bd_rate(*args)
 
-
-def test_roi_psnr_counts_only_the_most_important_pixels():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (20, 10, 3), dtype=np.uint8)
-    y = x.copy()
-    importance = np.zeros((20, 10), np.float32)
-    importance[:4] = 1.0                      # the top 20 % = the first 4 rows exactly
-    y[4:] = 255 - y[4:]                       # wreck everything outside them
-    y[:4] = np.clip(x[:4].astype(int) + 2, 0, 255).astype(np.uint8)
-    d = (y[:4].astype(float) - x[:4].astype(float)) / 255
-    expected = 10 * np.log10(1 / np.mean(d ** 2))
-    assert metrics.roi_psnr(x, y, importance) == pytest.approx(expected, rel=1e-6)
-    assert metrics.roi_psnr(x, y, importance, fraction=1.0) == pytest.approx(float(metrics.psnr(x, y)), rel=1e-6)
-    assert metrics.roi_psnr(x, y, importance) > float(metrics.psnr(x, y)) + 10
-
-
-def test_roi_psnr_refuses_bad_maps_and_fractions():
-    x = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match="importance map"):
-        metrics.roi_psnr(x, x, np.ones((4, 4)))
-    with pytest.raises(ValueError, match="fraction"):
-        metrics.roi_psnr(x, x, np.ones((8, 8)), fraction=0)
