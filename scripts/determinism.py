@@ -16,9 +16,8 @@ decoder process decodes each file with the other thread count and compares. A ca
 which is the behaviour before the coding passes ran on a fixed thread count (the
 "before" measurement of ROBUSTNESS.md); ``--crop HxW`` codes the centre crop of each image.
 
-The model is a `small` one with RANDOM weights (seed 0; no trained checkpoint exists
-yet): the arithmetic paths are those of a trained model, but the latents' statistics
-are not. Results (counts, per-file details, platform) go to ``--out`` as JSON.
+The model is a `small` one with RANDOM weights (seed 0), or ``--checkpoint`` (e.g. the
+shipped semlib/checkpoints/small.pt, whose latents have a trained model's statistics). Results (counts, per-file details, platform) go to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -147,6 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="", help="a name for this run (e.g. before / after a fix)")
     ap.add_argument("--unpinned", action="store_true", help="each process codes on its own thread count (the old behaviour)")
     ap.add_argument("--crop", default="", help="HxW: code the centre crop of each image")
+    ap.add_argument("--checkpoint", default=None, help="a trained checkpoint (default: a random 'small' model)")
     ap.add_argument("--out", default="results/robustness/determinism.json")
     ap.add_argument("--worker", choices=("encode", "decode"), help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -165,11 +165,15 @@ def main(argv=None) -> int:
     from semlib.models import save_model
 
     tmp = tempfile.TemporaryDirectory()
-    ckpt = os.path.join(tmp.name, "small_random.pt")
-    save_model(make_model(0), ckpt, note="random weights, determinism check only")
+    if args.checkpoint:
+        ckpt, model_note = args.checkpoint, f"trained checkpoint {args.checkpoint}"
+    else:
+        ckpt = os.path.join(tmp.name, "small_random.pt")
+        save_model(make_model(0), ckpt, note="random weights, determinism check only")
+        model_note = "small, RANDOM weights (seed 0, modulations N(0, 0.3))"
     report = {"what": "decode(encode(x)) across CPU thread counts (scripts/determinism.py)",
               "label": args.label,
-              "model": "small, RANDOM weights (seed 0, modulations N(0, 0.3)); no trained checkpoint exists yet",
+              "model": model_note,
               "images": f"first {args.images} of Kodak (768x512 / 512x768)" + (f", centre crop {args.crop}" if args.crop else ""),
               "coding_threads": "each process's own (unpinned, the old behaviour)" if args.unpinned
               else "fixed (semlib.models.CODING_THREADS)",
