@@ -41,20 +41,6 @@ SETTINGS = {
 }
 
 
-def make_model(seed: int = 0):
-    """A `small` model with random weights, gamma conditioning switched on."""
-    import torch
-
-    from semlib.models import ResBlock, build_model
-
-    torch.manual_seed(seed)
-    model = build_model("small")
-    for m in model.modules():
-        if isinstance(m, ResBlock):
-            torch.nn.init.normal_(m.modulation.weight, std=0.3)
-    return model.eval()
-
-
 def roi_mask(height: int, width: int) -> np.ndarray:
     """An ellipse in the middle of the image (importance 1 inside, 0.1 outside)."""
     yy, xx = np.mgrid[:height, :width]
@@ -162,14 +148,14 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fuzz_decode import platform_info
-    from semlib.models import save_model
+    from semlib.models import random_model, save_model
 
     tmp = tempfile.TemporaryDirectory()
     if args.checkpoint:
         ckpt, model_note = args.checkpoint, f"trained checkpoint {args.checkpoint}"
     else:
         ckpt = os.path.join(tmp.name, "small_random.pt")
-        save_model(make_model(0), ckpt, note="random weights, determinism check only")
+        save_model(random_model("small", 0), ckpt, note="random weights, determinism check only")
         model_note = "small, RANDOM weights (seed 0, modulations N(0, 0.3))"
     report = {"what": "decode(encode(x)) across CPU thread counts (scripts/determinism.py)",
               "label": args.label,

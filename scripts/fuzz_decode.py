@@ -52,21 +52,6 @@ OUTCOMES = ("decoded", "format_error", "bad_output", "bad_message", "other_error
 # --------------------------------------------------------------------------- seed files
 
 
-def make_model(seed: int = 0):
-    """A `tiny` model with random weights and gamma conditioning switched on
-    (the same recipe as tests/conftest.py: random_tiny)."""
-    import torch
-
-    from semlib.models import ResBlock, build_model
-
-    torch.manual_seed(seed)
-    model = build_model("tiny")
-    for m in model.modules():
-        if isinstance(m, ResBlock):
-            torch.nn.init.normal_(m.modulation.weight, std=0.3)
-    return model.eval()
-
-
 def seed_files(model) -> dict[str, bytes]:
     """Real encodings: a few image sizes, scalar gamma and ROI level maps."""
     from semlib import codec, data
@@ -524,9 +509,9 @@ def main(argv=None) -> int:
     ap.add_argument("--save-failures", default=None, help="folder for the bytes of failing cases")
     args = ap.parse_args(argv)
 
-    from semlib.models import save_model
+    from semlib.models import random_model, save_model
 
-    model = make_model(0)
+    model = random_model("tiny", 0)   # the recipe of tests/conftest.py: random_tiny
     seeds = seed_files(model)
     tmp = tempfile.TemporaryDirectory()
     ckpt = os.path.join(tmp.name, "tiny_random.pt")

@@ -15,11 +15,12 @@ import platform
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from semlib.evaluate import bd_table, load_anchors, load_results  # noqa: E402
+from semlib.evaluate import bd_table, format_bd_table, load_anchors, load_results  # noqa: E402
 from semlib.models import SHIPPED_CHECKPOINT, count_parameters, fingerprint, load_model  # noqa: E402
 from semlib.train import read_log  # noqa: E402
 
@@ -129,7 +130,6 @@ def main() -> None:
             L += ["", f"{title} (`{res['meta'].get('command', '')}`):", ""] + results_table(res, "target bpp")
 
     if roi.is_file():
-        import numpy as np
         rr, sw = load_results(roi)["results"], sweep["results"]
         order = np.argsort(sw["bpp"])
         at = lambda key, b: float(np.interp(b, np.array(sw["bpp"])[order], np.array(sw[key])[order]))  # noqa: E731
@@ -168,12 +168,7 @@ def main() -> None:
         if name in anchors:
             row = bd_table(curves, name, dataset="kodak")[0]
             rows.append(row)
-    L += ["| anchor | BD-rate (%) | BD-PSNR (dB) |", "| --- | ---: | ---: |"]
-    for r in rows:
-        if r["error"]:
-            L.append(f"| {r['anchor']} | n/a | n/a ({r['error'][:80]}) |")
-        else:
-            L.append(f"| {r['anchor']} | {r['bd_rate']:+.1f} | {r['bd_quality']:+.2f} |")
+    L += format_bd_table(rows).splitlines()
     L += ["", "Classical codecs: measured here (`results/kodak/`, same 24 images); published curves: "
           "`semlib/anchors/kodak.json` with their sources. A BD-rate needs overlapping PSNR ranges; where the "
           "curves overlap only in part, the number covers that part."]
@@ -182,7 +177,6 @@ def main() -> None:
         pr = load_results(peer)
         tr = pr["meta"].get("training", {})
         b, q = pr["results"]["bpp"][0], pr["results"]["psnr-rgb"][0]
-        import numpy as np
         sb, sq = np.array(sweep["results"]["bpp"]), np.array(sweep["results"]["psnr-rgb"])
         order = np.argsort(sb)
         ours = float(np.interp(b, sb[order], sq[order])) if sb.min() <= b <= sb.max() else None

@@ -634,6 +634,18 @@ def build_model(config: str | Config = "small") -> HierarchicalVAE:
     return HierarchicalVAE(config)
 
 
+def random_model(config: str | Config = "tiny", seed: int = 0, modulation_std: float = 0.3) -> HierarchicalVAE:
+    """A model with random weights whose gamma conditioning is switched on, in eval mode: the
+    modulations are zero at initialisation, which would make gamma a no-op, so they are drawn
+    from N(0, ``modulation_std``). For tests, fuzzing and determinism checks, not for coding."""
+    torch.manual_seed(seed)
+    model = build_model(config)
+    for m in model.modules():
+        if isinstance(m, ResBlock):
+            torch.nn.init.normal_(m.modulation.weight, std=modulation_std)
+    return model.eval()
+
+
 def config_dict(config: Config) -> dict:
     return asdict(config)
 
@@ -646,6 +658,16 @@ def count_parameters(model: nn.Module) -> int:
 
 CHECKPOINT_FORMAT = "semlib-model"
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "small.pt"
+
+
+def read_checkpoint(path, error: str, device="cpu"):
+    """``torch.load(path, weights_only=True)``: no pickled code is run. Any failure to read
+    or unpickle raises CheckpointError("``error`` (the first line of the reason)")."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{error} ({first[:200]})") from None
 
 
 def save_model(model: HierarchicalVAE, path, **meta) -> None:
@@ -675,11 +697,7 @@ def load_model(path=None, device="cpu") -> HierarchicalVAE:
         hint = " (no trained checkpoint ships with this version: pass one with --checkpoint)" \
             if path == SHIPPED_CHECKPOINT else ""
         raise CheckpointError(f"{path}: checkpoint not found{hint}")
-    try:
-        blob = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable semlib checkpoint ({first[:200]})") from None
+    blob = read_checkpoint(path, f"{path}: not a readable semlib checkpoint", device)
     if not isinstance(blob, dict) or blob.get("format") not in (CHECKPOINT_FORMAT, "semlib-train"):
         raise CheckpointError(f"{path}: not a semlib checkpoint")
     try:

@@ -44,8 +44,10 @@ from tqdm.auto import tqdm
 
 from semlib import data, metrics
 from semlib.errors import CheckpointError, FormatError, SemlibError
+from semlib.models import read_checkpoint
 from semlib.train import (GracefulStop, TrainingSet, _autocast, _plain, _setup_distributed, _validation_images,
-                          atomic_save, learning_rate, log_path_for, make_batch, mix_seed, update_ema)
+                          atomic_save, check_output, learning_rate, log_path_for, make_batch, mix_seed,
+                          torch_threads, update_ema)
 
 PEER_FORMAT = "semlib-peer-train"
 ARCHITECTURE = "MeanScaleHyperprior"
@@ -120,10 +122,7 @@ def load_peer_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f"{path}: not a readable peer checkpoint ({str(e)[:200]})") from None
+    blob = read_checkpoint(path, f"{path}: not a readable peer checkpoint")
     if not isinstance(blob, dict) or blob.get("format") != PEER_FORMAT:
         raise CheckpointError(f"{path}: not a semlib peer checkpoint (format {PEER_FORMAT!r})")
     arch = blob.get("architecture", {})
@@ -204,19 +203,10 @@ def train_peer(args: argparse.Namespace) -> dict:
     (a signal, ``--stop-after`` or ``--time-limit`` ended it before ``--steps``), ``signal``,
     ``wall_s`` (seconds of training steps in total) and the last logged training values.
     """
-    out = Path(args.out)
-    if args.resume and not out.is_file():
-        raise SemlibError(f"--resume: {out} does not exist")
-    if out.exists() and not args.resume:
-        raise SemlibError(f"{out} exists: pass --resume to continue it, or choose another --out")
+    out = check_output(args.out, args.resume)
     _check_args(args)
-    old_threads = torch.get_num_threads()
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
-    try:
+    with torch_threads(args.num_threads):
         return _train_peer(args, out)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _train_peer(args, out: Path) -> dict:

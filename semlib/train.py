@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from semlib import allocation, data, metrics
 from semlib.errors import CheckpointError, ImageError, SemlibError
 from semlib.models import (BLOCK, CONFIGS, GAMMA_RANGE, MAX_STRIDE, _channels_last, build_model, load_model,
-                           save_model)
+                           read_checkpoint, save_model)
 
 TRAIN_FORMAT = "semlib-train"
 # beta of D = MSE + beta * (1 - SI-SSIM). On Kodak (JPEG, 24 to 41 dB) the MSE on [-1, 1] is
@@ -351,10 +351,7 @@ def save_checkpoint(path, model, ema, optimizer, step: int, args, meta: dict, sc
 def load_checkpoint(path) -> dict:
     """A training checkpoint (weights_only: no pickled code is run)."""
     path = Path(path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({str(e)[:200]})") from None
+    blob = read_checkpoint(path, f"{path}: not a readable training checkpoint")
     if not isinstance(blob, dict) or blob.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{path}: not a semlib training checkpoint (format {TRAIN_FORMAT!r})")
     return blob
@@ -371,10 +368,7 @@ def _warm_start(model, ema, path, config: str) -> None:
     """Load ``path`` (a training checkpoint: its model and EMA weights; or a model checkpoint,
     float16 or float32: into both) for ``--init``. The optimizer starts afresh."""
     path = Path(path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f"--init {path}: not a readable checkpoint ({str(e)[:200]})") from None
+    blob = read_checkpoint(path, f"--init {path}: not a readable checkpoint")
     if not isinstance(blob, dict) or "config" not in blob or ("model" not in blob and "ema" not in blob):
         raise CheckpointError(f"--init {path}: not a semlib checkpoint")
     if blob["config"].get("name") != config:
@@ -475,11 +469,7 @@ def train(args: argparse.Namespace) -> dict:
     (a signal, ``--stop-after`` or ``--time-limit`` ended the run before ``--steps``), and the
     last logged training values.
     """
-    out = Path(args.out)
-    if args.resume and not out.is_file():
-        raise SemlibError(f"--resume: {out} does not exist")
-    if out.exists() and not args.resume:
-        raise SemlibError(f"{out} exists: pass --resume to continue it, or choose another --out")
+    out = check_output(args.out, args.resume)
     if args.config not in CONFIGS:
         raise SemlibError(f"unknown configuration {args.config!r}; choose one of {sorted(CONFIGS)}")
     if args.crop % MAX_STRIDE or args.crop <= 0:
@@ -489,13 +479,30 @@ def train(args: argparse.Namespace) -> dict:
     lo, hi = args.gamma_range
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
         raise SemlibError(f"--gamma-range must be two finite numbers 0 < LO <= HI, got {lo} {hi}")
-    old_threads = torch.get_num_threads()
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
-    try:
+    with torch_threads(args.num_threads):
         return _train(args, out)
+
+
+def check_output(out, resume: bool) -> Path:
+    """The checkpoint path of a run: it must exist to ``--resume``, and must not to start afresh."""
+    out = Path(out)
+    if resume and not out.is_file():
+        raise SemlibError(f"--resume: {out} does not exist")
+    if out.exists() and not resume:
+        raise SemlibError(f"{out} exists: pass --resume to continue it, or choose another --out")
+    return out
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the enclosed code on ``n`` torch threads (0: leave the setting), then restore it."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
     finally:
-        torch.set_num_threads(old_threads)
+        torch.set_num_threads(old)
 
 
 def train_step(net, model, optimizer, batch, args, amp_context, scaler=None) -> dict:

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 
 from semlib import data
-from semlib.models import ResBlock, build_model, save_model
+from semlib.models import random_model, save_model
 
 
 @pytest.fixture(scope="session")
@@ -20,14 +19,8 @@ def photo(kodak_dir) -> np.ndarray:
 
 
 def random_tiny(seed: int = 0):
-    """A `tiny` model with random weights whose gamma conditioning is switched on
-    (modulations are zero at initialisation, which would make gamma a no-op)."""
-    torch.manual_seed(seed)
-    model = build_model("tiny")
-    for m in model.modules():
-        if isinstance(m, ResBlock):
-            torch.nn.init.normal_(m.modulation.weight, std=0.3)
-    return model.eval()
+    """A `tiny` model with random weights whose gamma conditioning is switched on."""
+    return random_model("tiny", seed)
 
 
 @pytest.fixture(scope="session")

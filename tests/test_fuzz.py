@@ -249,14 +249,9 @@ for threads, folder in (({t_a}, r"{a}"), ({t_b}, r"{b}")):
 
 
 def _small_random_model():
-    from semlib.models import ResBlock, build_model
+    from semlib.models import random_model
 
-    torch.manual_seed(0)
-    model = build_model("small")
-    for m in model.modules():
-        if isinstance(m, ResBlock):
-            torch.nn.init.normal_(m.modulation.weight, std=0.3)
-    return model.eval()
+    return random_model("small", 0)
 
 
 def _encode_crops(model, folder, threads):
