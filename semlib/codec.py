@@ -320,9 +320,11 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     or a mask/map (array or path) painted by the user; it sets the block levels T_i / M
     (DESIGN §2), and each block codes at ``gamma * (T_i / M) ** kappa``.
 
-    Rate control bisects log gamma, with the level map held, until the file is within
-    ``tolerance`` (relative) of ``target_bpp``; when that is not possible inside
-    ``gamma_range`` the closest file is returned with ``met_target=False``.
+    Rate control, with the level map held: it encodes at the two ends of ``gamma_range``
+    first, then searches log gamma by false position (log bpp is close to linear in it)
+    until the file is within ``tolerance`` (relative) of ``target_bpp``. When that is not
+    possible inside ``gamma_range`` the closest file is returned with ``met_target=False``;
+    a target beyond either end thus costs two encodings.
 
     ``reconstruct=False`` leaves ``x_hat`` None and skips the decoder layers after the last
     latent (about a fifth of the encoding time); :func:`encode` uses it.
@@ -349,29 +351,47 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     target = float(target_bpp)
     if not math.isfinite(target) or target <= 0:
         raise SemlibError(f"target bpp must be finite and > 0, got {target_bpp!r}")
-    lo, hi = math.log(gamma_range[0]), math.log(gamma_range[1])
-    best = None
-    for _ in range(max_iter):
-        mid = 0.5 * (lo + hi)
-        g, data, x_hat = run(math.exp(mid))
+    tried = []                            # (gamma, data, x_hat, bpp) of every encoding
+
+    def miss(log_g):
+        """log(bpp / target) of the file at gamma = exp(log_g): zero at the target."""
+        g, data, x_hat = run(math.exp(log_g))
         bpp = 8 * len(data) / (height * width)
-        if best is None or abs(bpp - target) < abs(best[3] - target):
-            best = (g, data, x_hat, bpp)
-        if abs(bpp - target) <= tolerance * target:
-            break
-        if bpp > target:
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo < 1e-4:
-            break
-    # the ends of the range, in case the target lies outside it
-    for edge in (gamma_range[0], gamma_range[1]):
-        if abs(best[3] - target) > tolerance * target:
-            g, data, x_hat = run(edge)
-            bpp = 8 * len(data) / (height * width)
-            if abs(bpp - target) < abs(best[3] - target):
-                best = (g, data, x_hat, bpp)
+        tried.append((g, data, x_hat, bpp))
+        return math.log(bpp / target)
+
+    def met():
+        return abs(tried[-1][3] - target) <= tolerance * target
+
+    # The ends first: a target beyond the range costs two encodings, not a whole search.
+    lo, hi = math.log(gamma_range[0]), math.log(gamma_range[1])
+    f_lo = miss(lo)
+    if not met():
+        f_hi = miss(hi)
+        if not met() and f_lo * f_hi < 0:
+            # Inside: false position on (log gamma, log bpp), close to a straight line, with the
+            # Illinois halving so that one end cannot stall, and bisection when the interpolated
+            # point falls at an end of the bracket [a, b].
+            a, fa, b, fb, side = lo, f_lo, hi, f_hi, 0
+            for _ in range(max_iter):
+                t = b - fb * (b - a) / (fb - fa)
+                margin = 1e-3 * abs(b - a)
+                if not min(a, b) + margin < t < max(a, b) - margin:
+                    t = 0.5 * (a + b)
+                f = miss(t)
+                if met() or abs(b - a) < 1e-4:
+                    break
+                if f * fb > 0:
+                    b, fb = t, f
+                    if side == -1:
+                        fa /= 2
+                    side = -1
+                else:
+                    a, fa = t, f
+                    if side == 1:
+                        fb /= 2
+                    side = 1
+    best = min(tried, key=lambda t: abs(t[3] - target))
     g, data, x_hat, bpp = best
     if reconstruct:                       # the search ran without the image-building layers
         g, data, x_hat = run(g, True)

@@ -177,6 +177,8 @@ def to_tensor(image) -> torch.Tensor:
         t = image if image.dim() == 4 else image.unsqueeze(0)
         return t.float()
     a = as_array(image)
+    if not a.flags.writeable:             # a read-only view (np.asarray of a PIL image): torch warns
+        a = a.copy()
     return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).float().div(255.0).contiguous()
 
 

@@ -2,6 +2,7 @@
 raises semlib.FormatError with a message naming the problem."""
 
 import json
+import math
 import subprocess
 import sys
 import zlib
@@ -156,3 +157,24 @@ def test_block_gammas_stay_inside_the_trained_range(photo, tiny_model):
     assert enc.gamma_map.min() == pytest.approx(GAMMA_RANGE[0]) and enc.gamma_map.max() <= GAMMA_RANGE[1]
     assert codec.info(enc.data)["gamma_min"] == pytest.approx(GAMMA_RANGE[0])
     assert np.array_equal(codec.decode(enc.data, model=tiny_model), enc.x_hat)
+
+
+def test_rate_control_tries_the_ends_first_and_converges_in_few_encodings(photo, tiny_model, monkeypatch):
+    calls = []
+    real = codec._encode_at
+
+    def counting(*args, **kwargs):
+        calls.append(args[5])             # the gamma of each encoding
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(codec, "_encode_at", counting)
+    lo = codec.encode_image(photo, gamma=32.0, model=tiny_model, reconstruct=False).bpp
+    hi = codec.encode_image(photo, gamma=2048.0, model=tiny_model, reconstruct=False).bpp
+    calls.clear()
+    far = codec.encode_image(photo, target_bpp=10 * max(lo, hi), model=tiny_model, reconstruct=False)
+    assert not far.met_target and len(calls) == 2 and calls[:2] == [32.0, 2048.0]
+    calls.clear()
+    inside = codec.encode_image(photo, target_bpp=math.sqrt(lo * hi), model=tiny_model,
+                                reconstruct=False, tolerance=0.01)
+    assert inside.met_target or abs(inside.bpp - math.sqrt(lo * hi)) < 0.01 * max(lo, hi)
+    assert len(calls) <= 10
