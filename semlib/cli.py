@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compress", help="compress an image into a .semc file",
                        description="Compress IMAGE at a Lagrange multiplier --gamma (QARV units, 32..2048 trained) or at a "
-                                   "target rate --bpp (bisection on gamma). With --roi the gamma of each 8x8 block follows "
+                                   "target rate --bpp (a search over gamma). With --roi the gamma of each 8x8 block follows "
                                    "its semantic level: gamma * (T_i / M)^kappa (DESIGN §2).")
     s.add_argument("image", help="input image, or skimage:NAME (e.g. skimage:astronaut)")
     s.add_argument("output", help="output .semc file")

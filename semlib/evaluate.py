@@ -575,7 +575,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="results JSON (default results/<dataset>/<codec>.json)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=_floats, help="operating points of the codec's knob, e.g. '10,30,50' (default: its sweep)")
-    rate.add_argument("--target-bpp", type=_floats, help="target rates in bpp, e.g. '0.75,1.12,1.25' (bisection per image)")
+    rate.add_argument("--target-bpp", type=_floats, help="target rates in bpp, e.g. '0.75,1.12,1.25' (rate control per image)")
     p.add_argument("--tol", type=float, default=0.01, help="bpp tolerance of --target-bpp (default 0.01)")
     p.add_argument("--importance", choices=("gradcam", "uniform"), default="gradcam",
                    help="map weighting SI-SSIM (default gradcam, cached under results/cache/importance)")
