@@ -109,9 +109,10 @@ def main() -> None:
          f"{meta.get('device', 'cpu')} (torch {meta.get('torch', '?')}).",
          "- Why this schedule: in 8-minute pilots (`results/pilot_schedule.json`, `scripts/pilot_schedule.py`), "
          "128-pixel crops learned faster per CPU-minute than 256-pixel ones and a peak learning rate of 5e-4 faster "
-         "than 2e-4. The cosine schedule is set over a 200,000-step campaign, so within these runs the learning "
-         "rate stays near its peak and the EMA of the weights (decay 0.999) is what ships; the decay comes at "
-         "the end of the campaign.",
+         "than 2e-4. Runs 1-5 set the cosine over 200,000 steps, so the learning rate stayed near its peak; "
+         "run 6 shortened it to 30,000 steps (`--resume` stretches the schedule to the new length), so that it "
+         "decays to a tenth of its peak within the runs of this campaign. The EMA of the weights (decay 0.999) "
+         "is what ships.",
          "", "Runs, in order (each continues the last with `--resume`):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
@@ -177,14 +178,29 @@ def main() -> None:
         pr = load_results(peer)
         tr = pr["meta"].get("training", {})
         b, q = pr["results"]["bpp"][0], pr["results"]["psnr-rgb"][0]
-        sb, sq = np.array(sweep["results"]["bpp"]), np.array(sweep["results"]["psnr-rgb"])
-        order = np.argsort(sb)
-        ours = float(np.interp(b, sb[order], sq[order])) if sb.min() <= b <= sb.max() else None
+        wall = {r["step"]: r["wall_s"] for r in train_lines}
+
+        def ours_at(res):
+            """PSNR of a γ sweep interpolated at the peer's bpp (None outside the sweep), and its lowest bpp."""
+            sb, sq = np.array(res["results"]["bpp"]), np.array(res["results"]["psnr-rgb"])
+            order = np.argsort(sb)
+            return (float(np.interp(b, sb[order], sq[order])) if sb.min() <= b <= sb.max() else None), sb.min()
+
         L += ["", "## The peer: CompressAI's MeanScaleHyperprior(128, 192), fixed rate", "",
-              f"Trained by `python -m semlib.peer train` on the same crops and machine, λ = {tr.get('lmbda')}, "
-              f"{tr.get('steps')} steps, {fmt((tr.get('wall_s') or 0) / 3600)} hours. Kodak, real files: "
-              f"{b:.3f} bpp, {q:.2f} dB. Ours at that bpp (interpolated on the γ sweep): "
-              f"{fmt(ours)} dB."]
+              f"Trained by `python -m semlib.peer train` on the same data, crops and machine, λ = {tr.get('lmbda')}, "
+              f"{tr.get('steps')} steps, {fmt((tr.get('wall_s') or 0) / 3600)} hours of training steps "
+              "(log: `results/training/peer.jsonl`). Kodak, real files: "
+              f"**{b:.3f} bpp, {q:.2f} dB** (`{peer.relative_to(ROOT)}`).", "",
+              "Ours at the peer's bpp, interpolated on each γ sweep (24 Kodak images, real files); n/a "
+              "means the peer's bpp lies outside that model's range:", "",
+              "| our model | hours of training steps | PSNR at the peer's bpp (dB) | minus the peer (dB) | lowest bpp |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+        snaps = sorted(KODAK.glob("semlib-step*.json"), key=lambda f: int(f.stem.split("step")[1]))
+        for res, name, step in [(load_results(f), f"snapshot at step {f.stem.split('step')[1]} (`{f.name}`)",
+                                 int(f.stem.split("step")[1])) for f in snaps] + [(sweep, "shipped", meta.get("steps"))]:
+            o, low = ours_at(res)
+            h = wall.get(step, train_lines[-1]["wall_s"] if name == "shipped" else float("nan")) / 3600
+            L.append(f"| {name} | {h:.2f} | {fmt(o)} | {'' if o is None else f'{o - q:+.2f}'} | {low:.3f} |")
 
     L += ["", "## Limits", "",
           "- Trained for hours on 2 CPU cores, not days on GPUs: far from the paper's (and QARV's) training budget; "
