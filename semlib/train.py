@@ -466,7 +466,7 @@ def train(args: argparse.Namespace) -> dict:
     """Train (or continue training) a model as described by ``args`` (see :func:`add_train_arguments`).
 
     Returns a summary: ``step`` reached, ``checkpoint`` and ``log`` paths, ``interrupted``
-    (a signal, ``--stop-after`` or ``--time-limit`` ended the run before ``--steps``), and the
+    (a signal, ``--stop-after``, ``--stop-at`` or ``--time-limit`` ended the run before ``--steps``), and the
     last logged training values.
     """
     out = check_output(args.out, args.resume)
@@ -474,6 +474,8 @@ def train(args: argparse.Namespace) -> dict:
         raise SemlibError(f"unknown configuration {args.config!r}; choose one of {sorted(CONFIGS)}")
     if args.crop % MAX_STRIDE or args.crop <= 0:
         raise SemlibError(f"--crop must be a positive multiple of {MAX_STRIDE}, got {args.crop}")
+    if args.stop_at is not None and args.stop_at < 1:
+        raise SemlibError(f"--stop-at must be a step >= 1, got {args.stop_at}")
     if args.fixed_gamma is not None and not (math.isfinite(args.fixed_gamma) and args.fixed_gamma > 0):
         raise SemlibError(f"--fixed-gamma must be finite and > 0, got {args.fixed_gamma}")
     lo, hi = args.gamma_range
@@ -593,6 +595,8 @@ def _train(args, out: Path) -> dict:
     # --- the loop
     warmup = min(args.warmup, args.steps // 10)
     stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    if args.stop_at is not None:
+        stop_at = min(stop_at, args.stop_at)
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.config}", disable=not (main and args.progress))
     sums, t_start, last = [], time.time(), {}
     with GracefulStop() as stop:
@@ -634,7 +638,7 @@ def _train(args, out: Path) -> dict:
     bar.close()
     if log:
         log.close()
-    if args.export and main and step >= args.steps:
+    if args.export and main and (step >= args.steps or (args.stop_at is not None and step >= args.stop_at)):
         export_model(out, args.export, fp16=args.export_fp16)
     if world > 1:
         torch.distributed.destroy_process_group()
@@ -761,12 +765,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--channels-last", action=argparse.BooleanOptionalAction, default=True,
       help="channels-last memory format (faster convolutions with autocast; default on)")
     a("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps of this run")
+    a("--stop-at", type=int, default=None, metavar="STEP",
+      help="stop (with a checkpoint) at this step of the whole run, whatever the runs before: trains a model to "
+           "the budget of another run's snapshot under the same --steps schedule")
     a("--time-limit", type=float, default=None, help="stop (with a checkpoint) after this many seconds")
     a("--snapshot-every", type=int, default=0, metavar="STEPS",
       help="also export the EMA weights (float16) beside --out as <name>_step<N>.pt every STEPS steps "
       "(for learning curves and equal-budget comparisons; default 0 = never)")
     a("--log", default=None, help="JSON-lines log (default: --out with suffix .jsonl)")
-    a("--export", default=None, help="at the end, also write the EMA weights as a model checkpoint here")
+    a("--export", default=None, help="at the end (--steps or --stop-at), also write the EMA weights as a model checkpoint here")
     a("--export-fp16", action="store_true", help="store the exported weights as float16 (loaded as float32)")
     a("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     return parser

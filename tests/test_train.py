@@ -252,6 +252,18 @@ def test_resume_continues_bit_for_bit(tmp_path, image_dir, cache_dir):
     assert {k: v for k, v in la.items() if k not in drop} == {k: v for k, v in lb.items() if k not in drop}
 
 
+def test_stop_at_ends_every_run_at_the_same_step(tmp_path, image_dir, cache_dir):
+    """--stop-at is a step of the whole run: a resumed run with it does nothing more, one without it goes on."""
+    out = tmp_path / "budget.pt"
+    first = T.train(args_for(image_dir, cache_dir, out, 10, stop_at=4, ckpt_every=100, export=str(tmp_path / "m.pt")))
+    assert first["step"] == 4 and first["interrupted"]
+    assert load_model(tmp_path / "m.pt").meta["steps"] == 4          # the model at the budget is exported
+    assert T.train(args_for(image_dir, cache_dir, out, 10, stop_at=4, resume=True))["step"] == 4
+    assert T.train(args_for(image_dir, cache_dir, out, 10, resume=True))["step"] == 10
+    with pytest.raises(SemlibError, match="--stop-at"):
+        T.train(args_for(image_dir, cache_dir, tmp_path / "bad.pt", 10, stop_at=0))
+
+
 def test_a_signal_stops_the_run_with_a_checkpoint_that_resumes(tmp_path, image_dir, cache_dir, monkeypatch):
     real = T.make_batch
 
