@@ -189,7 +189,7 @@ def main() -> None:
         L += ["", "## The peer: CompressAI's MeanScaleHyperprior(128, 192), fixed rate", "",
               f"Trained by `python -m semlib.peer train` on the same data, crops and machine, λ = {tr.get('lmbda')}, "
               f"{tr.get('steps')} steps, {fmt((tr.get('wall_s') or 0) / 3600)} hours of training steps "
-              "(log: `results/training/peer.jsonl`). Kodak, real files: "
+              "(log: `results/training/peer.jsonl`; commands: `results/training/peer_runs.json`). Kodak, real files: "
               f"**{b:.3f} bpp, {q:.2f} dB** (`{peer.relative_to(ROOT)}`).", "",
               "Ours at the peer's bpp, interpolated on each γ sweep (24 Kodak images, real files); n/a "
               "means the peer's bpp lies outside that model's range:", "",
