@@ -204,7 +204,8 @@ def main() -> None:
 
     L += ["", "## Limits", "",
           "- Trained for hours on 2 CPU cores, not days on GPUs: far from the paper's (and QARV's) training budget; "
-          "the curve above shows it was still improving when this checkpoint was taken.",
+          "the validation curve above flattened once the learning rate had decayed, so more steps of this "
+          "recipe would gain little; a bigger budget per step (larger crops, more capacity) is the next lever.",
           "- Decoding is bit-exact on the CPU across processes and thread counts (ROBUSTNESS.md); "
           "decoding on another device type (GPU) is not guaranteed to match.",
           f"- Card written on {platform.platform()}."]
