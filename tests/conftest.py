@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from semlib import data
 from semlib.models import random_model, save_model
@@ -16,6 +17,14 @@ def kodak_dir():
 def photo(kodak_dir) -> np.ndarray:
     """A 96 x 128 crop of kodim23 (parrots): real texture, odd block count."""
     return data.load_image(kodak_dir / "kodim23.png")[200:296, 300:428].copy()
+
+
+@pytest.fixture()
+def photo_png(tmp_path, photo):
+    """``photo`` written as a PNG file, for the command-line tests."""
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    return path
 
 
 def random_tiny(seed: int = 0):

@@ -12,13 +12,6 @@ from semlib import codec
 from semlib.cli import main
 
 
-@pytest.fixture()
-def photo_png(tmp_path, photo):
-    path = tmp_path / "photo.png"
-    Image.fromarray(photo).save(path)
-    return path
-
-
 def test_compress_info_decompress(tmp_path, photo_png, tiny_ckpt, capsys):
     semc, out = tmp_path / "a.semc", tmp_path / "a.png"
     assert main(["compress", str(photo_png), str(semc), "--gamma", "200", "--checkpoint", str(tiny_ckpt)]) == 0

@@ -151,13 +151,6 @@ def test_skimage_photos_need_no_download():
 # --------------------------------------------------------------------------- semlib demo
 
 
-@pytest.fixture()
-def photo_png(tmp_path, photo):
-    path = tmp_path / "photo.png"
-    Image.fromarray(photo).save(path)
-    return path
-
-
 def test_cli_writes_the_figure_and_the_files(tmp_path, photo_png, tiny_ckpt, capsys):
     fig = tmp_path / "out" / "d.png"
     fig.parent.mkdir()
