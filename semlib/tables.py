@@ -157,8 +157,8 @@ COUNTERPARTS: dict[str, Counterpart] = {
                             "'small' configuration), far smaller and shorter-trained than the paper's", learned=True),
     "Baseline+semantic": Counterpart(None, "semlib", "here: the project's γ-conditioned model with the SI-SSIM "
                                      "loss; the paper's is a fixed-rate model", learned=True),
-    "Baseline": Counterpart(None, "semlib-baseline", "needs a fixed-rate model with β = 0 (no semantic loss, no γ "
-                            "conditioning), DESIGN.md §6", learned=True),
+    "Baseline": Counterpart(None, "semlib-baseline", "here: a fixed-rate model (one γ) with β = 0, no semantic loss "
+                            "(DESIGN.md §6), trained to a scaled-down budget (scripts/train_ablations.sh)", learned=True),
 }
 # Published curves shown beside every table for context (they exist for all three datasets).
 CONTEXT_ANCHORS = ("vtm18.0", "qarv")
@@ -249,13 +249,24 @@ def _anchor_cell(c: dict, bpp: float) -> tuple[str, float | None, float | None]:
     return f"{pair(p, m)} (published, interpolated) [{label}]", p, m
 
 
-def _measured_cells(cp: Counterpart, bpp: float, curves: dict, encoded: dict) -> dict:
+def fixed_point_cell(results: dict) -> str:
+    """'34.10 dB / 0.9850 at 1.203 bpp (fixed-rate model, its own rate; 24 images)'."""
+    b, p = point(results)
+    m = results.get("results", {}).get("ms-ssim-rgb") or [None]
+    n = results.get("meta", {}).get("num_images", "?")
+    return f"{pair(p, m[0])} at {b:.3f} bpp (fixed-rate model, its own rate; {n} images)"
+
+
+def _measured_cells(cp: Counterpart, bpp: float, curves: dict, encoded: dict, points: dict | None = None) -> dict:
     out = {"curve_psnr": None, "curve_ms_ssim": None, "enc_psnr": None, "enc_ms_ssim": None}
     if cp.codec is None:
         out.update(curve=NOT_MEASURED, encoded=NOT_MEASURED)
         return out
     missing = PENDING if cp.learned else "not run here"
     c = curves.get(cp.codec)
+    if c is None and cp.codec in (points or {}):
+        out.update(curve=fixed_point_cell(points[cp.codec]), encoded="— (a fixed-rate model has one rate)")
+        return out
     if c is None:
         out["curve"] = missing
     else:
@@ -279,13 +290,15 @@ def _measured_cells(cp: Counterpart, bpp: float, curves: dict, encoded: dict) ->
 
 
 def comparison_row(claim: Claim, anchors: dict[str, dict], curves: dict[str, dict] | None = None,
-                   encoded: dict[str, dict] | None = None) -> dict:
+                   encoded: dict[str, dict] | None = None, points: dict[str, dict] | None = None) -> dict:
     """One row: the claim, the published anchor at its bpp, and what was measured here.
 
     ``anchors``: the published curves of the claim's dataset (:func:`semlib.evaluate.load_anchors`).
     ``curves``: measured RD curves of that dataset by codec name (results dicts, e.g. from
     ``results/kodak/*.json``; ``"semlib"`` for the project's model). ``encoded``: results
-    dicts of ``evaluate_codec(..., target_bpps=[...])`` by codec name. Display keys:
+    dicts of ``evaluate_codec(..., target_bpps=[...])`` by codec name. ``points``: results
+    dicts of fixed-rate models (one point each, at their own rate) by codec name, shown as
+    that point where the codec has no curve. Display keys:
     ``method``, ``paper (claim)``, ``published anchor``, ``measured here: curve``,
     ``measured here: encoded at bpp``, ``what differs``; numbers under ``claim_psnr``,
     ``anchor_psnr``, ``curve_psnr``, ``enc_psnr`` (and ``*_ms_ssim``) for computing.
@@ -305,7 +318,7 @@ def comparison_row(claim: Claim, anchors: dict[str, dict], curves: dict[str, dic
         row.update({"published anchor": text, "anchor_psnr": p, "anchor_ms_ssim": m})
     else:
         row["published anchor"] = "no published curve here"
-    cells = _measured_cells(cp, claim.bpp, curves, encoded)
+    cells = _measured_cells(cp, claim.bpp, curves, encoded, points)
     row["measured here: curve"] = cells.pop("curve")
     row["measured here: encoded at bpp"] = cells.pop("encoded")
     row.update(cells)
@@ -342,11 +355,13 @@ def measured_context_row(name: str, curves: dict[str, dict], bpp: float, label: 
 
 def comparison_rows(claim_list: list[Claim], anchors_by_dataset: dict[str, dict], curves_by_dataset: dict | None = None,
                     encoded_by_dataset: dict | None = None, context: tuple[str, ...] = CONTEXT_ANCHORS,
-                    measured_context: tuple[str, ...] = ()) -> list[dict]:
+                    measured_context: tuple[str, ...] = (), points_by_dataset: dict | None = None) -> list[dict]:
     """:func:`comparison_row` for every claim, each dataset's rows followed by the
     published ``context`` curves at the same bpp (those present for that dataset) and
-    the measured curves named in ``measured_context`` (those measured on that dataset)."""
+    the measured curves named in ``measured_context`` (those measured on that dataset).
+    ``points_by_dataset``: fixed-rate models' single points (see :func:`comparison_row`)."""
     curves_by_dataset, encoded_by_dataset = curves_by_dataset or {}, encoded_by_dataset or {}
+    points_by_dataset = points_by_dataset or {}
     rows, groups = [], []
     for c in claim_list:
         if (c.dataset, c.bpp) not in groups:
@@ -355,7 +370,8 @@ def comparison_rows(claim_list: list[Claim], anchors_by_dataset: dict[str, dict]
         anchors = anchors_by_dataset.get(ds, {})
         for c in claim_list:
             if (c.dataset, c.bpp) == (ds, bpp):
-                rows.append(comparison_row(c, anchors, curves_by_dataset.get(ds), encoded_by_dataset.get(ds)))
+                rows.append(comparison_row(c, anchors, curves_by_dataset.get(ds), encoded_by_dataset.get(ds),
+                                           points_by_dataset.get(ds)))
         rows += [context_row(n, anchors, bpp) for n in context if n in anchors]
         curves = curves_by_dataset.get(ds) or {}
         rows += [measured_context_row(n, curves, bpp) for n in measured_context if n in curves]
@@ -373,6 +389,82 @@ def claim_gaps(claim_list: list[Claim], anchors_by_dataset: dict[str, dict], met
                      "claimed": claimed, "best_published": None if best is None else best[0],
                      "best_value": None if best is None else best[1],
                      "gap": None if best is None else claimed - best[1]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# The ablations measured here (Table 4, Fig. 15): fixed-rate models, one point each
+
+
+def point(results: dict, metric: str = "psnr-rgb", index: int = 0) -> tuple[float, float]:
+    """(bpp, ``metric``) of one operating point of a results dict (a fixed-rate model
+    evaluated at its own γ has exactly one)."""
+    r = results.get("results", {})
+    if metric not in r or r[metric] is None or len(r["bpp"]) <= index or r[metric][index] is None:
+        raise ValueError(f"results {results.get('name', '?')!r} have no {metric} at point {index}")
+    return float(r["bpp"][index]), float(r[metric][index])
+
+
+def slope_at(curve: dict, bpp: float, metric: str = "psnr-rgb") -> float | None:
+    """d ``metric`` / d bpp of ``curve`` at ``bpp``: the slope of the segment between its
+    two nearest points (the end segment just outside the curve, within half a segment);
+    None when the curve has fewer than two points or ``bpp`` lies further out."""
+    pts = curve_points(curve, metric)
+    if pts is None or len(pts[0]) < 2:
+        return None
+    x, y = pts
+    k = int(np.clip(np.searchsorted(x, bpp) - 1, 0, len(x) - 2))
+    width = x[k + 1] - x[k]
+    if width <= 0 or bpp < x[0] - width / 2 or bpp > x[-1] + width / 2:
+        return None
+    return float((y[k + 1] - y[k]) / width)
+
+
+def ablation_difference(baseline: dict, semantic: dict, reference: dict | None = None) -> dict:
+    """Table 4 measured here: "baseline + semantic" minus "baseline", two fixed-rate models
+    (one point each, at bpp that differ a little).
+
+    Raw differences of bpp, PSNR, MS-SSIM and SI-SSIM, and, where a ``reference`` RD curve
+    covers both points, the PSNR difference at equal rate *estimated* by the local slope of
+    that curve: ΔPSNR − slope · Δbpp (``psnr_at_equal_rate``; None without a slope).
+    """
+    out = {}
+    for key, metric in (("bpp", "bpp"), ("psnr", "psnr-rgb"), ("ms_ssim", "ms-ssim-rgb"), ("si_ssim", "si-ssim")):
+        vals = []
+        for res in (baseline, semantic):
+            v = res.get("results", {}).get(metric)
+            vals.append(None if not v or v[0] is None else float(v[0]))
+        out[key] = None if None in vals else vals[1] - vals[0]
+    out["slope"] = None
+    out["psnr_at_equal_rate"] = None
+    if reference is not None and out["bpp"] is not None and out["psnr"] is not None:
+        mid = (point(baseline)[0] + point(semantic)[0]) / 2
+        out["slope"] = slope_at(reference, mid)
+        if out["slope"] is not None:
+            out["psnr_at_equal_rate"] = out["psnr"] - out["slope"] * out["bpp"]
+    return out
+
+
+def fixed_vs_variable(variable: dict, fixed: dict[float, dict], metric: str = "psnr-rgb") -> list[dict]:
+    """Fig. 15 measured here: each fixed-rate model (γ -> its results, one point) beside the
+    one γ-conditioned model (``variable``: a γ sweep) at the same γ and at the same bpp.
+
+    ``gap``: the variable model's curve interpolated at the fixed model's bpp minus the
+    fixed model (negative: the fixed-rate model is better there); None where the fixed
+    model's bpp lies outside the variable model's curve (no extrapolation).
+    """
+    r = variable.get("results", {})
+    by_gamma = {float(q): j for j, q in enumerate(r.get("quality", []))}
+    rows = []
+    for g in sorted(fixed):
+        b, v = point(fixed[g], metric)
+        j = by_gamma.get(float(g))
+        same_g = None if j is None else (float(r["bpp"][j]), float(r[metric][j]))
+        at_b = value_at(variable, b, metric)
+        rows.append({"gamma": g, "fixed_bpp": b, "fixed": v,
+                     "variable_bpp_same_gamma": None if same_g is None else same_g[0],
+                     "variable_same_gamma": None if same_g is None else same_g[1],
+                     "variable_at_fixed_bpp": at_b, "gap": None if at_b is None else at_b - v})
     return rows
 
 

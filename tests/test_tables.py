@@ -184,3 +184,52 @@ def test_important_window_finds_the_brightest_square():
     assert tables.important_window(np.ones((8, 8)), 8) == (0, 0)
     with pytest.raises(ValueError, match="does not fit"):
         tables.important_window(g, 61)
+
+
+def fixed_point(bpp, psnr, ms_ssim=None, si_ssim=None, gamma=128.0, n=24):
+    r = {"quality": [gamma], "bpp": [bpp], "psnr-rgb": [psnr], "ms-ssim-rgb": [ms_ssim], "si-ssim": [si_ssim]}
+    return {"name": "fixed", "meta": {"num_images": n}, "results": r}
+
+
+def test_slope_at_reads_the_segment_around_the_rate_and_refuses_far_outside():
+    c = curve([0.5, 1.0, 2.0], [30.0, 33.0, 35.0])
+    assert tables.slope_at(c, 0.7) == pytest.approx(6.0)
+    assert tables.slope_at(c, 1.5) == pytest.approx(2.0)
+    assert tables.slope_at(c, 2.3) == pytest.approx(2.0)      # within half the last segment
+    assert tables.slope_at(c, 3.0) is None and tables.slope_at(c, 0.1) is None
+    assert tables.slope_at(curve([1.0], [33.0]), 1.0) is None
+
+
+def test_ablation_difference_corrects_the_psnr_gap_by_the_reference_slope():
+    base = fixed_point(1.20, 34.0, 0.980, 0.930)
+    sem = fixed_point(1.30, 34.1, 0.985, 0.940)
+    ref = curve([1.0, 1.5], [33.0, 35.0])                          # 4 dB per bpp
+    d = tables.ablation_difference(base, sem, ref)
+    assert d["bpp"] == pytest.approx(0.10) and d["psnr"] == pytest.approx(0.10)
+    assert d["ms_ssim"] == pytest.approx(0.005) and d["si_ssim"] == pytest.approx(0.010)
+    # 0.1 bpp more is worth 0.4 dB on the reference: at equal rate the semantic model is 0.3 dB behind
+    assert d["slope"] == pytest.approx(4.0) and d["psnr_at_equal_rate"] == pytest.approx(-0.30)
+    d = tables.ablation_difference(base, fixed_point(1.30, 34.1), None)
+    assert d["ms_ssim"] is None and d["psnr_at_equal_rate"] is None
+
+
+def test_fixed_vs_variable_compares_at_the_same_gamma_and_at_the_same_bpp():
+    var = {"name": "v", "results": {"quality": [32, 128, 512], "bpp": [0.8, 1.2, 1.7], "psnr-rgb": [32.0, 34.0, 35.0]}}
+    fixed = {128: fixed_point(1.0, 33.5), 32: fixed_point(0.6, 31.0, gamma=32)}
+    rows = tables.fixed_vs_variable(var, fixed)
+    assert [r["gamma"] for r in rows] == [32, 128]
+    r32, r128 = rows
+    assert r128["variable_same_gamma"] == 34.0 and r128["variable_bpp_same_gamma"] == 1.2
+    assert r128["variable_at_fixed_bpp"] == pytest.approx(33.0) and r128["gap"] == pytest.approx(-0.5)
+    assert r32["variable_at_fixed_bpp"] is None and r32["gap"] is None    # 0.6 bpp is below the curve: no extrapolation
+    with pytest.raises(ValueError, match="no psnr-rgb"):
+        tables.point({"name": "empty", "results": {"bpp": []}})
+
+
+def test_a_fixed_rate_baseline_is_shown_as_its_own_point_not_at_the_tables_rate():
+    baseline = next(c for c in tables.claims(4) if c.method == "Baseline" and c.dataset == "kodak")
+    row = tables.comparison_row(baseline, {}, {}, {})
+    assert row["measured here: curve"] == PENDING
+    row = tables.comparison_row(baseline, {}, {}, {}, points={"semlib-baseline": fixed_point(1.203, 34.1, 0.985)})
+    assert row["measured here: curve"] == "34.10 dB / 0.9850 at 1.203 bpp (fixed-rate model, its own rate; 24 images)"
+    assert row["curve_psnr"] is None and "one rate" in row["measured here: encoded at bpp"]
