@@ -44,21 +44,24 @@ done
 wait
 
 # Kodak, all 24 images, real files, each fixed-rate model at its own gamma; the variable-rate
-# snapshot at the same budget over the whole sweep. (EVAL=0 skips this.)
+# snapshot at the same budget over the whole sweep. (EVAL=0 skips this; a results file that is
+# newer than its model is kept.)
 [[ "${EVAL:-1}" == 0 ]] && exit 0
+evaluate() {  # model name, results file, then options of semlib eval
+  local model="$RUNS/small_$1.pt" out=$2; shift 2
+  [[ -f "$out" && "$out" -nt "$model" ]] && return 0
+  semlib eval --codec "$model" --no-progress -o "$out" "$@"
+}
 for spec in "${pairs[@]}"; do
   read -r name _ g _ <<< "$spec"
   [[ "$name" == variable ]] && continue
-  semlib eval --codec "$RUNS/small_$name.pt" --data kodak --quality "$g" --no-progress \
-    -o "results/ablation/$name.json"
+  evaluate "$name" "results/ablation/$name.json" --data kodak --quality "$g"
 done
-semlib eval --codec "$RUNS/small_variable.pt" --data kodak --no-progress \
-  -o "results/ablation/variable_step${STOP_AT}.json"
+evaluate variable "results/ablation/variable_step${STOP_AT}.json" --data kodak
 # Table 4's other two rows: the paper's Tecnick and CLIC 2022 sets; here the one Tecnick image and the
 # 5-photo CLIC sample of ../shared/data (not the test sets), for the two models of Table 4 only.
 for name in baseline_beta0_gamma128 fixed_gamma128; do
   for ds in tecnick clic_sample; do
-    semlib eval --codec "$RUNS/small_$name.pt" --data "$ds" --quality 128 --no-progress \
-      -o "results/ablation/$name-$ds.json"
+    evaluate "$name" "results/ablation/$name-$ds.json" --data "$ds" --quality 128
   done
 done
