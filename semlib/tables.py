@@ -425,8 +425,9 @@ def ablation_difference(baseline: dict, semantic: dict, reference: dict | None =
     (one point each, at bpp that differ a little).
 
     Raw differences of bpp, PSNR, MS-SSIM and SI-SSIM, and, where a ``reference`` RD curve
-    covers both points, the PSNR difference at equal rate *estimated* by the local slope of
-    that curve: ΔPSNR − slope · Δbpp (``psnr_at_equal_rate``; None without a slope).
+    has a slope at the two points' mean bpp (:func:`slope_at`), the PSNR difference at equal
+    rate *estimated* with that slope: ΔPSNR − slope · Δbpp (``psnr_at_equal_rate``; None
+    without a slope).
     """
     out = {}
     for key, metric in (("bpp", "bpp"), ("psnr", "psnr-rgb"), ("ms_ssim", "ms-ssim-rgb"), ("si_ssim", "si-ssim")):
