@@ -68,6 +68,7 @@ BLOCK = 8                       # gamma maps have one value per BLOCK x BLOCK pi
 SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
 LATENT_LIMIT = 1 << 16          # |round(mu_q - mu_p)| is clipped to this before coding
 MIN_SYMBOLS = 8                 # compressai's encoder overruns its buffer on strings of 1-3 symbols
+GAIN_SPAN = math.log(GAMMA_RANGE[1] / GAMMA_RANGE[0])
 CODING_THREADS = 1              # CPU threads of the passes the decoder must reproduce (see coding_threads)
 
 
@@ -89,6 +90,10 @@ class Config:
     kernels: tuple[int, int, int, int, int]      # depthwise kernel at /4, /8, /16, /32, /64
     mlp_ratio: float = 2.0
     emb_dim: int = 64
+    # 0: each latent block's log gain is learned freely from the gamma embedding (it starts at
+    # the law below). > 0: log g = (1/2) log(gamma / sqrt(lo * hi)), the high-rate law, fixed,
+    # plus a learned residual bounded to +-gain_residual nats (see LatentBlock.log_gain).
+    gain_residual: float = 0.0
 
 
 CONFIGS = {
@@ -194,9 +199,10 @@ class LatentBlock(nn.Module):
     the first step, and is learned from the gamma embedding from there (a "gain unit").
     """
 
-    def __init__(self, width, enc_width, z_dim, emb_dim, kernel_size, mlp_ratio):
+    def __init__(self, width, enc_width, z_dim, emb_dim, kernel_size, mlp_ratio, gain_residual: float = 0.0):
         super().__init__()
         self.z_dim = z_dim
+        self.gain_residual = float(gain_residual)
         self.res_in = ResBlock(width, emb_dim, kernel_size, mlp_ratio)
         self.prior_res = ResBlock(width, emb_dim, kernel_size, mlp_ratio)
         self.prior_out = nn.Conv2d(width, 2 * z_dim, 1)
@@ -206,14 +212,23 @@ class LatentBlock(nn.Module):
         self.z_in = nn.Conv2d(z_dim, width, 1)
         self.res_out = ResBlock(width, emb_dim, kernel_size, mlp_ratio)
         self.gain = nn.Conv2d(emb_dim, z_dim, 1)
-        span = math.log(GAMMA_RANGE[1] / GAMMA_RANGE[0])
-        with torch.no_grad():                       # log g = (span / 2) * (u - 1/2) at the start
+        with torch.no_grad():
             self.gain.weight.zero_()
-            self.gain.weight[:, -1] = 0.5 * span
-            self.gain.bias.fill_(-0.25 * span)
+            self.gain.bias.zero_()
+            if not self.gain_residual:              # log g = (span / 2) * (u - 1/2) at the start
+                self.gain.weight[:, -1] = 0.5 * GAIN_SPAN
+                self.gain.bias.fill_(-0.25 * GAIN_SPAN)
 
     def log_gain(self, emb):
-        return self.gain(emb).float().clamp(-8.0, 8.0)
+        """log g(gamma), per channel and position. With ``gain_residual`` r > 0 it is the law
+        (span / 2) * (u - 1/2) = (1/2) log(gamma / sqrt(lo * hi)) (u: log gamma normalised to
+        [0, 1] over GAMMA_RANGE, the embedding's last channel) plus r * tanh(learned / r): the
+        ratio of the gains at the ends of the range stays within exp(+-2r) of the law's 8."""
+        raw = self.gain(emb).float()
+        if not self.gain_residual:
+            return raw.clamp(-8.0, 8.0)
+        law = 0.5 * GAIN_SPAN * (emb[:, -1:].float() - 0.5)
+        return law + self.gain_residual * torch.tanh(raw / self.gain_residual)
 
     def prior(self, state, emb):
         """(mu_p, sigma_p) of the prior; in float32, since the coder depends on them."""
@@ -362,7 +377,7 @@ class HierarchicalVAE(nn.Module):
             w = c.dec_widths[t]
             if t < 4:
                 self.dec_latents.append(nn.ModuleList(
-                    LatentBlock(w, c.enc_widths[s], c.z_dims[t], e, c.kernels[s], c.mlp_ratio)
+                    LatentBlock(w, c.enc_widths[s], c.z_dims[t], e, c.kernels[s], c.mlp_ratio, c.gain_residual)
                     for _ in range(c.latents[t])))
             self.dec_stages.append(nn.ModuleList(
                 ResBlock(w, e, c.kernels[s], c.mlp_ratio) for _ in range(c.dec_blocks[t])))
@@ -372,6 +387,10 @@ class HierarchicalVAE(nn.Module):
 
         self.entropy = GaussianConditional(None)
         self.entropy.update_scale_table(SCALE_TABLE)
+        # how training mode quantises the latents: "noise" (uniform noise for the decoder and
+        # the rate) or "mixed" (rounding for the decoder, noise for the rate); not saved: it
+        # changes how the model is trained, not what it computes at test time
+        self.train_quantization = "noise"
 
     # ----------------------------------------------------------------- gamma handling
 
@@ -432,11 +451,16 @@ class HierarchicalVAE(nn.Module):
             feats.append(h)
         return feats
 
-    def top_down(self, embs, shape, feats=None, mode="noise", strings=None, reconstruct: bool = True):
+    def top_down(self, embs, shape, feats=None, mode="noise", strings=None, reconstruct: bool = True,
+                 latents=None, record=None):
         """Top-down pass. ``mode``: 'noise' (training), 'round' (test-time forward),
-        'compress' (also entropy-codes each latent), 'decompress' (reads them from ``strings``).
+        a float tau (stochastic Gumbel annealing at temperature tau, see :func:`sga_round`: for
+        encoder-side refinement), 'compress' (also entropy-codes each latent), 'decompress' (reads them from ``strings``).
         ``reconstruct=False`` stops after the last latent (x_hat is then None): the layers
         after it only build the image, which an encoder that returns bytes does not need.
+        ``latents``: posterior means mu_q, one tensor per latent block, to use instead of the
+        encoder's (``feats`` is then not read); ``record``: a list that receives the posterior
+        means used, in coding order (:mod:`semlib.refine` optimises them).
 
         Returns (x_hat, likelihoods, strings)."""
         n, h64, w64 = shape
@@ -456,9 +480,11 @@ class HierarchicalVAE(nn.Module):
                     if mode == "decompress":
                         z = self._decode_latent(strings[k], k, scale, mean, tables)
                     else:
-                        mu = block.posterior_mean(state, feats[s], emb)
-                        if mode != "noise":
+                        mu = block.posterior_mean(state, feats[s], emb) if latents is None else latents[k]
+                        if mode not in ("noise", "mixed"):
                             mu = _bound_latent(mu, mean, k, strict=mode == "compress")
+                        if record is not None:
+                            record.append(mu.detach())
                         if mode == "compress":
                             if mu[0].numel() < MIN_SYMBOLS:
                                 raise ValueError(f"latent {k} has {mu[0].numel()} values per image; compressai's "
@@ -500,8 +526,18 @@ class HierarchicalVAE(nn.Module):
         """Uniform posterior: noise in training, rounding relative to the prior mean at test
         time; the likelihood under the discretised Gaussian prior (float32, no autocast)."""
         with torch.autocast(device_type=mu.device.type, enabled=False):
-            mode_ = "noise" if mode == "noise" else "dequantize"
-            z = self.entropy.quantize(mu.float(), mode_, mean.float())
+            if isinstance(mode, float):     # "sga" at temperature ``mode``
+                z = mean.float() + sga_round(mu.float() - mean.float(), mode)
+            elif mode == "ste":             # the value of rounding, the gradient of the identity
+                z = mu.float() + (torch.round(mu.float() - mean.float()) + mean.float() - mu.float()).detach()
+            elif mode == "mixed":           # training: the decoder sees the rounded value (straight
+                # through), the rate is that of the noisy one (Minnen & Singh, ICIP 2020)
+                z = mu.float() + (torch.round(mu.float() - mean.float()) + mean.float() - mu.float()).detach()
+                noisy = self.entropy.quantize(mu.float(), "noise", mean.float())
+                lik = self.entropy._likelihood(noisy, scale.float(), mean.float())
+                return z, self.entropy.likelihood_lower_bound(lik)
+            else:
+                z = self.entropy.quantize(mu.float(), "noise" if mode == "noise" else "dequantize", mean.float())
             lik = self.entropy._likelihood(z, scale.float(), mean.float())
             lik = self.entropy.likelihood_lower_bound(lik)
         return z, lik
@@ -519,7 +555,7 @@ class HierarchicalVAE(nn.Module):
         if self.training:
             embs = self.embeddings(self.log_gamma_map(gamma, x))
             feats = self.encode_features(x, embs)
-            x_hat, likelihoods, _ = self.top_down(embs, shape, feats, "noise")
+            x_hat, likelihoods, _ = self.top_down(embs, shape, feats, self.train_quantization)
         else:
             with coding_threads(x.device):
                 embs = self.embeddings(self.log_gamma_map(gamma, x))
@@ -529,18 +565,21 @@ class HierarchicalVAE(nn.Module):
         return {"x_hat": x_hat, "likelihoods": {f"z{i}": l for i, l in enumerate(likelihoods)}}
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, gamma, reconstruct: bool = True) -> dict:
+    def compress(self, x: torch.Tensor, gamma, reconstruct: bool = True, latents=None) -> dict:
         """Entropy-code x. Returns {'strings': one list (over the batch) of bytes per latent
         block, 'shape': (H/64, W/64), 'x_hat': the reconstruction the decoder will produce
-        (None with ``reconstruct=False``, which skips the layers after the last latent)}."""
+        (None with ``reconstruct=False``, which skips the layers after the last latent)}.
+        ``latents``: the posterior means to code instead of the encoder's (from
+        :func:`semlib.refine.refine_latents`); the bottom-up pass is then skipped."""
         _check_input(x)
         with coding_threads(x.device):
             embs = self.embeddings(self.log_gamma_map(gamma, x))
-        feats = self.encode_features(x.float(), embs)
+        feats = self.encode_features(x.float(), embs) if latents is None else None
         n, _, height, width = x.shape
         shape = (height // MAX_STRIDE, width // MAX_STRIDE)
         with coding_threads(x.device):
-            x_hat, _, strings = self.top_down(embs, (n, *shape), feats, "compress", reconstruct=reconstruct)
+            x_hat, _, strings = self.top_down(embs, (n, *shape), feats, "compress", reconstruct=reconstruct,
+                                              latents=latents)
         return {"strings": strings, "shape": shape, "x_hat": None if x_hat is None else x_hat.clamp(0, 1)}
 
     @torch.no_grad()
@@ -577,6 +616,18 @@ class _LazyEmbeddings:
         if s not in self.cache:
             self.cache[s] = self.model.embedding_at(self.log_gamma, s)
         return self.cache[s]
+
+
+def sga_round(r: torch.Tensor, tau: float) -> torch.Tensor:
+    """Stochastic Gumbel annealing (Yang, Bamler & Mandt, NeurIPS 2020): a differentiable
+    stand-in for round(r). Each value goes to floor(r) or floor(r) + 1, softly, with a
+    Gumbel-softmax sample at temperature ``tau`` whose logits -atanh(distance) / tau favour the
+    nearer integer; as tau -> 0 it becomes rounding."""
+    lo = torch.floor(r).detach()
+    d = torch.stack([r - lo, lo + 1.0 - r]).clamp(1e-4, 1 - 1e-4)      # distances to lo, lo + 1
+    logits = -torch.atanh(d) / tau
+    w = F.gumbel_softmax(logits, tau=tau, hard=False, dim=0)
+    return lo + w[1]
 
 
 def _bound_latent(mu: torch.Tensor, mean: torch.Tensor, k: int, strict: bool) -> torch.Tensor:
@@ -702,6 +753,8 @@ def load_model(path=None, device="cpu") -> HierarchicalVAE:
         raise CheckpointError(f"{path}: not a semlib checkpoint")
     try:
         config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()})
+        if not (isinstance(config.gain_residual, (int, float)) and 0 <= config.gain_residual <= 8):
+            raise CheckpointError(f"{path}: implausible gain_residual {config.gain_residual!r} in its configuration")
         state = blob["ema"] if blob.get("format") == "semlib-train" else blob["model"]
         model = HierarchicalVAE(config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 
 from semlib import allocation, data, metrics
 from semlib.errors import CheckpointError, ImageError, SemlibError
-from semlib.models import (BLOCK, CONFIGS, GAMMA_RANGE, MAX_STRIDE, _channels_last, build_model, load_model,
+from semlib.models import (BLOCK, CONFIGS, Config, GAMMA_RANGE, MAX_STRIDE, _channels_last, build_model, load_model,
                            read_checkpoint, save_model)
 
 TRAIN_FORMAT = "semlib-train"
@@ -248,6 +249,14 @@ def log_uniform(gen: torch.Generator, lo: float = GAMMA_RANGE[0], hi: float = GA
     return math.exp(math.log(lo) + float(torch.rand((), generator=gen)) * (math.log(hi) - math.log(lo)))
 
 
+def stratified_log_uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> list[float]:
+    """n gammas, one log-uniform draw in each of n equal strata of [log lo, log hi], in random
+    order: every batch covers the whole range (a plain draw of 8 often leaves a third of it out)."""
+    order = torch.randperm(n, generator=gen).tolist()
+    u = [(k + float(torch.rand((), generator=gen))) / n for k in order]
+    return [math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo))) for t in u]
+
+
 def blob_map(gen: torch.Generator, base: float, rows: int, cols: int) -> np.ndarray:
     """Random smooth blobs: base * exp(s * z), z a coarse Gaussian field upsampled (mean 0, std 1)."""
     k = int(torch.randint(2, 6, (1,), generator=gen))
@@ -258,18 +267,22 @@ def blob_map(gen: torch.Generator, base: float, rows: int, cols: int) -> np.ndar
 
 
 def sample_gammas(gen: torch.Generator, importance: list[np.ndarray], crop: int, map_prob: float,
-                  fixed_gamma: float | None = None, gamma_range=GAMMA_RANGE) -> torch.Tensor:
+                  fixed_gamma: float | None = None, gamma_range=GAMMA_RANGE, stratify: bool = False) -> torch.Tensor:
     """The gammas of one batch (DESIGN §5): N values, or N block maps (crop/8 x crop/8).
 
     With probability ``1 - map_prob`` the batch gets one gamma per image, log-uniform in
     ``gamma_range`` (the paper's [32, 2048]); else every image gets a block map: constant (1/4),
     importance-derived ``gamma * (T_i / M)^kappa`` with kappa ~ U[0, 2] (DESIGN §2, 1/2), or
     random blobs (1/4), clamped to ``gamma_range``. ``fixed_gamma``: always that value.
+    ``stratify``: the N base gammas are drawn one per stratum (:func:`stratified_log_uniform`).
     """
     n = len(importance)
     if fixed_gamma is not None:
         return torch.full((n,), float(fixed_gamma))
-    bases = [log_uniform(gen, *gamma_range) for _ in range(n)]
+    if stratify:
+        bases = stratified_log_uniform(gen, n, *gamma_range)
+    else:
+        bases = [log_uniform(gen, *gamma_range) for _ in range(n)]
     if float(torch.rand((), generator=gen)) >= map_prob:
         return torch.tensor(bases, dtype=torch.float32)
     rows = cols = crop // BLOCK
@@ -288,14 +301,15 @@ def sample_gammas(gen: torch.Generator, importance: list[np.ndarray], crop: int,
 
 
 def make_batch(dataset: TrainingSet, seed: int, step: int, batch: int, map_prob: float,
-               fixed_gamma: float | None = None, rank: int = 0, world: int = 1, gamma_range=GAMMA_RANGE):
+               fixed_gamma: float | None = None, rank: int = 0, world: int = 1, gamma_range=GAMMA_RANGE,
+               stratify: bool = False):
     """Batch ``step`` as a pure function of (seed, step, rank): images N x 3 x c x c in [0, 1],
     importance maps N x c x c in [0, 1], and gammas (N values or N x c/8 x c/8)."""
     gen = torch.Generator().manual_seed(mix_seed(seed, "batch", step, rank))
     crops = [dataset.crop_at(i, gen) for i in dataset.indices(seed, step, batch, rank, world)]
     x = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2).float().div(255.0)
     imp = torch.from_numpy(np.stack([c[1] for c in crops])).float().div(255.0)
-    gamma = sample_gammas(gen, [c[1] for c in crops], dataset.crop, map_prob, fixed_gamma, gamma_range)
+    gamma = sample_gammas(gen, [c[1] for c in crops], dataset.crop, map_prob, fixed_gamma, gamma_range, stratify)
     return x, imp, gamma
 
 
@@ -364,9 +378,56 @@ def _load_weights(module, state: dict, what: str) -> None:
         raise CheckpointError(f"{what}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
+def model_config(args) -> Config:
+    """The configuration ``--config`` names, with ``--gain-residual`` and ``--z-dims`` (if given)
+    in place of its own."""
+    config = CONFIGS[args.config]
+    if getattr(args, "gain_residual", None) is not None:
+        config = dataclasses.replace(config, gain_residual=float(args.gain_residual))
+    if getattr(args, "z_dims", None):
+        config = dataclasses.replace(config, z_dims=tuple(int(z) for z in args.z_dims))
+    return config
+
+
+def _widen_latents(state: dict, model) -> dict:
+    """Fit the weights of a model with fewer latent channels (``z_dims``) into ``model``: the old
+    channels keep their weights, the new ones start unused -- the decoder ignores them (zero
+    input weights), their posterior equals their prior mean, and their prior scale is small, so
+    they cost almost no bits -- and training decides what they carry. Every other tensor must
+    have the same shape."""
+    own = model.state_dict()
+    out = {}
+    for k, v in state.items():
+        target = own.get(k)
+        if target is None or target.shape == v.shape:
+            out[k] = v
+            continue
+        new = torch.zeros_like(target)
+        z_old = v.shape[1] if k.endswith("z_in.weight") else v.shape[0] // (2 if ".prior_out." in k else 1)
+        z_new = target.shape[1] if k.endswith("z_in.weight") else target.shape[0] // (2 if ".prior_out." in k else 1)
+        if v.dim() != target.dim() or z_new < z_old or not any(p in k for p in (".z_in.", ".prior_out.", ".post_out.", ".gain.")):
+            raise CheckpointError(f"--init: {k} has shape {tuple(v.shape)}, the model {tuple(target.shape)}")
+        if k.endswith("z_in.weight"):
+            new[:, :z_old] = v
+        elif ".prior_out." in k:                      # [means, log scales]
+            new[:z_old], new[z_new:z_new + z_old] = v[:z_old], v[z_old:]
+            if k.endswith("bias"):
+                new[z_new + z_old:] = -4.0               # log sigma_p: narrow, so ~0 bits for the unused channels
+        elif ".gain." in k:
+            new[:z_old] = v
+            new[z_old:] = target[z_old:]                 # the new channels' gains start at the law
+        else:                                            # post_out: mu_q = mu_p for the new channels
+            new[:z_old] = v
+        out[k] = new
+    return out
+
+
 def _warm_start(model, ema, path, config: str) -> None:
     """Load ``path`` (a training checkpoint: its model and EMA weights; or a model checkpoint,
-    float16 or float32: into both) for ``--init``. The optimizer starts afresh."""
+    float16 or float32: into both) for ``--init``. The optimizer starts afresh.
+
+    A model whose gains were learned freely (``gain_residual`` 0) that starts a model with the
+    fixed gain law gets its gain layers zeroed there: the gains restart at the law."""
     path = Path(path)
     blob = read_checkpoint(path, f"--init {path}: not a readable checkpoint")
     if not isinstance(blob, dict) or "config" not in blob or ("model" not in blob and "ema" not in blob):
@@ -376,6 +437,11 @@ def _warm_start(model, ema, path, config: str) -> None:
     weights = blob.get("model", blob.get("ema"))
     ema_weights = blob.get("ema", weights)
     as_float = lambda state: {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # noqa: E731
+    if not blob["config"].get("gain_residual") and model.config.gain_residual:
+        reset = lambda state: {k: torch.zeros_like(v) if ".gain." in k else v for k, v in state.items()}  # noqa: E731
+        weights, ema_weights = reset(weights), reset(ema_weights)
+    if tuple(blob["config"].get("z_dims", model.config.z_dims)) != tuple(model.config.z_dims):
+        weights, ema_weights = _widen_latents(weights, model), _widen_latents(ema_weights, model)
     _load_weights(model, as_float(weights), f"--init {path}")
     _load_weights(ema, as_float(ema_weights), f"--init {path}")
 
@@ -478,6 +544,10 @@ def train(args: argparse.Namespace) -> dict:
         raise SemlibError(f"--stop-at must be a step >= 1, got {args.stop_at}")
     if args.fixed_gamma is not None and not (math.isfinite(args.fixed_gamma) and args.fixed_gamma > 0):
         raise SemlibError(f"--fixed-gamma must be finite and > 0, got {args.fixed_gamma}")
+    if args.gain_residual is not None and not (math.isfinite(args.gain_residual) and 0 <= args.gain_residual <= 4):
+        raise SemlibError(f"--gain-residual must be a number of nats in [0, 4], got {args.gain_residual}")
+    if args.z_dims is not None and not all(1 <= z <= 512 for z in args.z_dims):
+        raise SemlibError(f"--z-dims must be 4 channel counts in [1, 512], got {args.z_dims}")
     lo, hi = args.gamma_range
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
         raise SemlibError(f"--gamma-range must be two finite numbers 0 < LO <= HI, got {lo} {hi}")
@@ -550,7 +620,8 @@ def _train(args, out: Path) -> dict:
     dataset = TrainingSet(args.data, args.crop, args.importance, args.cache_dir, args.max_images,
                           progress=main and args.progress)
     torch.manual_seed(mix_seed(args.seed, "init"))
-    model = build_model(args.config).to(device, memory_format=fmt)
+    model = build_model(model_config(args)).to(device, memory_format=fmt)
+    model.train_quantization = args.quantization
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     amp_context, scaler = _autocast(device, args.amp)
@@ -559,6 +630,12 @@ def _train(args, out: Path) -> dict:
         blob = load_checkpoint(out)
         if blob["config"]["name"] != args.config:
             raise SemlibError(f"{out} holds a {blob['config']['name']!r} model, not {args.config!r}")
+        if tuple(blob["config"]["z_dims"]) != tuple(model.config.z_dims):
+            raise SemlibError(f"{out} holds a model with z_dims {blob['config']['z_dims']}, not "
+                              f"{list(model.config.z_dims)} (--z-dims)")
+        if float(blob["config"].get("gain_residual", 0.0)) != model.config.gain_residual:
+            raise SemlibError(f"{out} holds a model with gain_residual {blob['config'].get('gain_residual', 0.0)}, "
+                              f"not {model.config.gain_residual} (--gain-residual)")
         _load_weights(model, blob["model"], str(out))
         _load_weights(ema, blob["ema"], str(out))
         optimizer.load_state_dict(blob["optimizer"])
@@ -606,7 +683,7 @@ def _train(args, out: Path) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, imp, gamma = make_batch(dataset, args.seed, step, args.batch, args.map_prob, args.fixed_gamma,
-                                       rank, world, args.gamma_range)
+                                       rank, world, args.gamma_range, args.stratify_gammas)
             batch = (x.to(device).contiguous(memory_format=fmt), imp.to(device), gamma.to(device))
             torch.manual_seed(mix_seed(args.seed, "noise", step, rank))   # the latents' uniform noise
             values = train_step(net, model, optimizer, batch, args, amp_context, scaler)
@@ -743,6 +820,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help=f"range of the log-uniform gamma sampling (default: the paper's {GAMMA_RANGE[0]:g} {GAMMA_RANGE[1]:g})")
     a("--balance-gammas", action=argparse.BooleanOptionalAction, default=False,
       help="weight each image's loss by sqrt(LO*HI)/gamma so every gamma pulls equally (default off: the paper's loss)")
+    a("--gain-residual", type=float, default=None, metavar="NATS",
+      help="fix each latent's gain to the law g ~ sqrt(gamma) and learn only a residual within +-NATS "
+           "(default: the configuration's own, 0 = gains learned freely)")
+    a("--z-dims", type=int, nargs=4, default=None, metavar=("Z64", "Z32", "Z16", "Z8"),
+      help="latent channels per block at /64, /32, /16, /8 (default: the configuration's); with --init "
+           "from a model with fewer, the new channels start unused")
+    a("--quantization", default="noise", choices=["noise", "mixed"],
+      help="how training quantises the latents: uniform noise (default), or mixed: rounding with a "
+           "straight-through gradient for the decoder, noise for the rate (Minnen & Singh 2020)")
+    a("--stratify-gammas", action=argparse.BooleanOptionalAction, default=False,
+      help="draw a batch's gammas one per stratum of the log range, so every batch covers it (default off)")
     a("--map-prob", type=float, default=0.5,
       help="fraction of steps trained with block gamma maps instead of one gamma per image (default 0.5)")
     a("--seed", type=int, default=0, help="seed of the data order, crops, gammas and noise (default 0)")

@@ -125,3 +125,46 @@ def test_gain_units_make_the_rate_follow_gamma_from_the_start(photo):
     x = torch.from_numpy(photo[:64, :128]).permute(2, 0, 1)[None].float() / 255
     bits = [float(sum((-l.log2()).sum() for l in model(x, g)["likelihoods"].values())) for g in (32.0, 256.0, 2048.0)]
     assert bits[0] < bits[1] < bits[2]
+
+
+def test_the_gain_law_holds_within_its_residual():
+    """gain_residual r: log g = (1/2) log(gamma / sqrt(lo * hi)) + a learned part within +-r, so
+    the gain ratio between the ends of the range stays within exp(+-2r) of the law's 8, whatever
+    the weights; with r = 0 the gains are free and start at the same law."""
+    import dataclasses
+    import math
+
+    from semlib.models import CONFIGS, GAMMA_RANGE
+    law = build_model(dataclasses.replace(CONFIGS["tiny"], gain_residual=0.5)).eval()
+    free = build_model("tiny").eval()
+    x = torch.zeros(1, 3, 64, 64)
+
+    def log_gains(model, g):
+        emb = model.embeddings(model.log_gamma_map(g, x))[0]
+        return torch.cat([b.log_gain(emb).flatten() for blocks in model.dec_latents for b in blocks])
+
+    lo, hi = GAMMA_RANGE
+    for model in (law, free):               # both start at the law: ratio 8 = sqrt(2048 / 32)
+        ratio = torch.exp(log_gains(model, hi) - log_gains(model, lo))
+        assert torch.allclose(ratio, torch.full_like(ratio, math.sqrt(hi / lo)), rtol=1e-5)
+    torch.manual_seed(0)
+    for model in (law, free):
+        for blocks in model.dec_latents:
+            for b in blocks:
+                torch.nn.init.normal_(b.gain.weight, std=5.0)
+    ratio_law = torch.exp(log_gains(law, hi) - log_gains(law, lo))
+    assert ratio_law.min() >= 8 * math.exp(-1.0) - 1e-4 and ratio_law.max() <= 8 * math.exp(1.0) + 1e-4
+    ratio_free = torch.exp(log_gains(free, hi) - log_gains(free, lo))
+    assert ratio_free.min() < 8 * math.exp(-1.0) or ratio_free.max() > 8 * math.exp(1.0)
+
+
+def test_a_checkpoint_with_an_implausible_gain_residual_is_refused(tmp_path, tiny_model):
+    from semlib.errors import CheckpointError
+    from semlib.models import load_model, save_model
+    path = tmp_path / "m.pt"
+    save_model(tiny_model, path)
+    blob = torch.load(path, weights_only=True)
+    blob["config"]["gain_residual"] = 1e6
+    torch.save(blob, path)
+    with pytest.raises(CheckpointError, match="gain_residual"):
+        load_model(path)

@@ -420,3 +420,59 @@ def test_snapshots_export_the_ema_every_n_steps(tmp_path, image_dir, cache_dir):
     assert snaps == ["snap_step3.pt", "snap_step6.pt"]
     m = load_model(tmp_path / "snap_step3.pt")
     assert m.meta["steps"] == 3 and m.meta["dtype"] == "float16"
+
+
+def test_stratified_sampling_puts_one_gamma_in_every_stratum(image_dir, cache_dir):
+    ds = T.TrainingSet(image_dir, 64, "uniform", cache_dir, progress=False)
+    lo, hi = 8.0, 8192.0
+    for step in range(10):
+        g = T.make_batch(ds, 0, step, 4, 0.0, gamma_range=(lo, hi), stratify=True)[2]
+        strata = sorted(int(4 * (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))) for v in g.tolist())
+        assert strata == [0, 1, 2, 3]
+    plain = [sorted(int(4 * (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo)))
+                    for v in T.make_batch(ds, 0, s, 4, 0.0, gamma_range=(lo, hi))[2].tolist()) for s in range(10)]
+    assert any(p != [0, 1, 2, 3] for p in plain)       # without it, batches miss parts of the range
+
+
+def test_gain_residual_warm_start_resets_the_gains_to_the_law(trained, tmp_path, image_dir, cache_dir):
+    """A freely-learned model started with --gain-residual: its gain layers restart at zero (the law),
+    everything else is carried over, and the result says which gain law it has."""
+    out, _ = trained
+    run = tmp_path / "law.pt"
+    T.train(args_for(image_dir, cache_dir, run, 41, init=str(out), start_step=40, fixed_gamma=256.0,
+                     gain_residual=0.5, lr=1e-9))
+    blob = torch.load(run, weights_only=True)
+    assert blob["config"]["gain_residual"] == 0.5
+    start = torch.load(out, weights_only=True)["model"]           # one step at lr 1e-9 moves nothing visible
+    gains = [k for k in blob["model"] if ".gain." in k]
+    assert gains and all(float(blob["model"][k].abs().max()) < 1e-6 for k in gains)
+    assert any(float(start[k].abs().max()) > 0.1 for k in gains)
+    others = [k for k in blob["model"] if ".gain." not in k and blob["model"][k].is_floating_point()]
+    assert max(float((blob["model"][k] - start[k]).abs().max()) for k in others) < 1e-6
+    model = load_model(run)
+    assert model.config.gain_residual == 0.5
+    with pytest.raises(SemlibError, match="gain_residual"):     # resuming it as a free-gain model is refused
+        T.train(args_for(image_dir, cache_dir, run, 42, resume=True, fixed_gamma=256.0))
+    with pytest.raises(SemlibError, match="--gain-residual"):
+        T.train(args_for(image_dir, cache_dir, tmp_path / "bad.pt", 2, gain_residual=-1.0))
+
+
+def test_wider_latents_start_as_the_narrower_model(trained, tmp_path, image_dir, cache_dir, photo):
+    """--init into a model with more latent channels (--z-dims): the new channels are unused at
+    first, so the reconstruction is the old model's and the rate barely moves."""
+    out, _ = trained
+    run = tmp_path / "wide.pt"
+    T.train(args_for(image_dir, cache_dir, run, 41, init=str(out), start_step=40, fixed_gamma=256.0,
+                     z_dims=[8, 8, 16, 12], lr=1e-9))
+    old, new = load_model(out), load_model(run)       # both with their raw weights (the EMA moved a step)
+    old.load_state_dict(torch.load(out, weights_only=True)["model"], strict=False)
+    new.load_state_dict(torch.load(run, weights_only=True)["model"], strict=False)
+    assert new.config.z_dims == (8, 8, 16, 12)
+    x = codec._pad(data.to_tensor(photo))
+    with torch.no_grad():
+        a, b = old(x, 256.0), new(x, 256.0)
+    assert float((a["x_hat"] - b["x_hat"]).abs().max()) < 1e-4
+    bits = lambda o: float(sum(-torch.log2(l).sum() for l in o["likelihoods"].values()))  # noqa: E731
+    assert bits(b) == pytest.approx(bits(a), rel=0.02)
+    with pytest.raises(SemlibError, match="z_dims"):
+        T.train(args_for(image_dir, cache_dir, run, 42, resume=True, fixed_gamma=256.0))
