@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from semlib import data as sdata
 from semlib.errors import FormatError, SemlibError
 from semlib.models import BLOCK, GAMMA_RANGE, MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
+from semlib.refine import DEFAULT_LR, refine_latents
 
 MAGIC = b"SEMC"
 VERSION = 1
@@ -58,6 +59,7 @@ FLAG_MAP = 1
 MAX_SIDE = 1 << 16                      # refuse forged sizes before allocating anything
 MAX_PIXELS = sdata.MAX_PIXELS
 MAX_LATENTS = 64
+MAX_REFINE = 10_000                     # refinement steps: more is a typo, not a wish
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Encoded:
     gamma_map: np.ndarray | None  # per-block gamma (ceil(H/8) x ceil(W/8)) if ROI, else None
     target_bpp: float | None = None
     met_target: bool | None = None
+    refinement: dict | None = None  # with refine=N: semlib.refine.refine_latents' report
 
 
 # --------------------------------------------------------------------------- model cache
@@ -80,6 +83,20 @@ class Encoded:
 def _cached_model(path: str | None) -> tuple[HierarchicalVAE, bytes]:
     model = load_model(path)
     return model, fingerprint(model)
+
+
+def trained_range(model: HierarchicalVAE) -> tuple[float, float]:
+    """The gamma range ``model`` was trained on (its checkpoint's ``gamma_lo``, ``gamma_hi``), or
+    the paper's GAMMA_RANGE for a model that does not say. Block gammas are clipped to it, and
+    rate control searches it."""
+    meta = getattr(model, "meta", None) or {}
+    try:
+        lo, hi = float(meta["gamma_lo"]), float(meta["gamma_hi"])
+    except (KeyError, TypeError, ValueError):
+        return GAMMA_RANGE
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        return GAMMA_RANGE
+    return lo, hi
 
 
 def get_model(model=None, checkpoint=None) -> tuple[HierarchicalVAE, bytes]:
@@ -140,8 +157,9 @@ class LevelMap:
         with np.errstate(over="ignore", under="ignore"):
             return (gamma * self.ratios() ** self.kappa).astype(np.float32)
 
-    def model_gamma_map(self, gamma: float) -> np.ndarray:
-        """:meth:`gamma_map` clipped to the trained range GAMMA_RANGE: what the model is given.
+    def model_gamma_map(self, gamma: float, gamma_range=GAMMA_RANGE) -> np.ndarray:
+        """:meth:`gamma_map` clipped to the model's trained range (:func:`trained_range`; by
+        default the paper's GAMMA_RANGE): what the model is given.
         A block gamma outside the range the model was trained on gives it inputs it has never
         seen (measured: with base gamma 32 and kappa 1 the background blocks fell to gamma ~8
         and came out badly damaged). The clip keeps the mean level only inside the range, so at
@@ -150,7 +168,7 @@ class LevelMap:
         gm = self.gamma_map(gamma)
         if not (np.isfinite(gm).all() and (gm > 0).all()):
             return gm
-        return np.clip(gm, np.float32(GAMMA_RANGE[0]), np.float32(GAMMA_RANGE[1]))
+        return np.clip(gm, np.float32(gamma_range[0]), np.float32(gamma_range[1]))
 
 
 def roi_levels(image: np.ndarray, importance, kappa: float, **alloc) -> LevelMap | None:
@@ -288,32 +306,37 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
-def _model_gamma(gamma: float, levels: LevelMap | None, padded_hw) -> torch.Tensor | float:
+def _model_gamma(gamma: float, levels: LevelMap | None, padded_hw, gamma_range=GAMMA_RANGE) -> torch.Tensor | float:
     """The gamma the model sees: a scalar, or the block map edge-padded to the padded image."""
     if levels is None:
         return gamma
-    gm = torch.from_numpy(levels.model_gamma_map(gamma))
+    gm = torch.from_numpy(levels.model_gamma_map(gamma, gamma_range))
     rows, cols = padded_hw[0] // BLOCK, padded_hw[1] // BLOCK
     gm = F.pad(gm[None, None], (0, cols - gm.shape[1], 0, rows - gm.shape[0]), mode="replicate")
     return gm[0]
 
 
-def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=True) -> tuple[bytes, torch.Tensor]:
-    gm = _model_gamma(gamma, levels, x_padded.shape[-2:])
+def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=True,
+               refine: int = 0, refine_lr: float | None = None,
+               refine_first: int = 0) -> tuple[bytes, torch.Tensor, dict | None]:
+    gm = _model_gamma(gamma, levels, x_padded.shape[-2:], trained_range(model))
     if isinstance(gm, torch.Tensor) and not (torch.isfinite(gm).all() and (gm > 0).all()):
         raise SemlibError(f"gamma {gamma} with kappa {levels.kappa} gives block gammas that overflow float32")
     try:
-        out = model.compress(x_padded, gm, reconstruct=reconstruct)
+        latents, report = (refine_latents(model, x_padded, gm, height, width, refine, lr=refine_lr or DEFAULT_LR,
+                                          first=refine_first) if refine else (None, None))
+        out = model.compress(x_padded, gm, reconstruct=reconstruct, latents=latents)
     except ValueError as e:
         raise SemlibError(f"the model cannot code this image: {e}") from None
     strings = [s[0] for s in out["strings"]]
     data = _pack(height, width, model.config.name, fp, gamma, levels, strings)
-    return data, None if out["x_hat"] is None else out["x_hat"][..., :height, :width]
+    return data, None if out["x_hat"] is None else out["x_hat"][..., :height, :width], report
 
 
 def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0,
                  model=None, checkpoint=None, tolerance: float = 0.01,
-                 gamma_range=GAMMA_RANGE, max_iter: int = 20, reconstruct: bool = True, **alloc) -> Encoded:
+                 gamma_range=None, max_iter: int = 20, reconstruct: bool = True, refine: int = 0,
+                 refine_lr: float | None = None, refine_first: int = 0, **alloc) -> Encoded:
     """Compress ``image`` at a given ``gamma`` or at a ``target_bpp`` (rate control).
 
     ``importance``: None (uniform gamma), ``'auto'`` (Grad-CAM map of the image, DESIGN §1),
@@ -321,32 +344,54 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     (DESIGN §2), and each block codes at ``gamma * (T_i / M) ** kappa``.
 
     Rate control, with the level map held: it encodes at the two ends of ``gamma_range``
-    first, then searches log gamma by false position (log bpp is close to linear in it)
+    (default: the model's trained range, :func:`trained_range`) first, then searches log gamma by false position (log bpp is close to linear in it)
     until the file is within ``tolerance`` (relative) of ``target_bpp``. When that is not
     possible inside ``gamma_range`` the closest file is returned with ``met_target=False``;
     a target beyond either end thus costs two encodings.
 
     ``reconstruct=False`` leaves ``x_hat`` None and skips the decoder layers after the last
     latent (about a fifth of the encoding time); :func:`encode` uses it.
+
+    ``refine``: steps of encoder-side refinement of the latents for R + gamma * D with this
+    image's own gamma (or block map) (:mod:`semlib.refine`); the decoder and the format do not
+    change. With a target bpp, the search runs without it and the file at the gamma found is
+    refined; refinement moves the rate a little, and ``met_target`` tells the refined file's.
+    ``refine_lr``: its Adam step size (default :data:`semlib.refine.DEFAULT_LR`);
+    ``refine_first``: the first latent block it changes (0 = all); the report of the refinement
+    is in the result's ``refinement``.
     """
     if (gamma is None) == (target_bpp is None):
         raise SemlibError("give exactly one of gamma= or target_bpp=")
+    if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_REFINE:
+        raise SemlibError(f"refine must be a whole number of steps in [0, {MAX_REFINE}], got {refine!r}")
+    if isinstance(refine_first, bool) or not isinstance(refine_first, int) or not 0 <= refine_first < MAX_LATENTS:
+        raise SemlibError(f"refine_first must be the index of a latent block, got {refine_first!r}")
+    if refine_lr is not None and not (isinstance(refine_lr, (int, float)) and math.isfinite(refine_lr) and refine_lr > 0):
+        raise SemlibError(f"refine_lr must be a finite number > 0, got {refine_lr!r}")
     img = sdata.as_array(image)
     height, width = img.shape[:2]
     if height * width > MAX_PIXELS:
         raise SemlibError(f"image of {height}x{width} is larger than the limit of {MAX_PIXELS} pixels")
     model, fp = get_model(model, checkpoint)
     levels = roi_levels(img, importance, float(kappa), **alloc)
+    if gamma_range is None:
+        gamma_range = trained_range(model)
     x = _pad(sdata.to_tensor(img).to(next(model.parameters()).device))
 
-    def run(g, recon=False):
+    report = None
+
+    def run(g, recon=False, steps=0):
+        nonlocal report
         g32 = float(np.float32(g))
-        data, x_hat = _encode_at(model, fp, x, height, width, g32, levels, reconstruct=recon)
+        data, x_hat, report = _encode_at(model, fp, x, height, width, g32, levels, reconstruct=recon,
+                                         refine=steps, refine_lr=refine_lr, refine_first=refine_first)
         return g32, data, x_hat
 
     if gamma is not None:
-        g, data, x_hat = run(check_gamma(gamma), reconstruct)
-        return _result(g, data, x_hat, levels, height, width)
+        g, data, x_hat = run(check_gamma(gamma), reconstruct, refine)
+        res = _result(g, data, x_hat, levels, height, width, trained_range(model))
+        res.refinement = report
+        return res
 
     target = float(target_bpp)
     if not math.isfinite(target) or target <= 0:
@@ -393,16 +438,19 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
                     side = 1
     best = min(tried, key=lambda t: abs(t[3] - target))
     g, data, x_hat, bpp = best
-    if reconstruct:                       # the search ran without the image-building layers
-        g, data, x_hat = run(g, True)
-    res = _result(g, data, x_hat, levels, height, width)
+    if reconstruct or refine:             # the search ran without the image-building layers
+        g, data, x_hat = run(g, reconstruct, refine)
+        bpp = 8 * len(data) / (height * width)
+    res = _result(g, data, x_hat, levels, height, width, trained_range(model))
     res.target_bpp, res.met_target = target, abs(bpp - target) <= tolerance * target
+    res.refinement = report
     return res
 
 
-def _result(g, data, x_hat, levels, height, width) -> Encoded:
+def _result(g, data, x_hat, levels, height, width, gamma_range) -> Encoded:
     return Encoded(data=data, gamma=g, bpp=8 * len(data) / (height * width),
-                   x_hat=None if x_hat is None else sdata.to_uint8(x_hat), gamma_map=None if levels is None else levels.model_gamma_map(g))
+                   x_hat=None if x_hat is None else sdata.to_uint8(x_hat),
+                   gamma_map=None if levels is None else levels.model_gamma_map(g, gamma_range))
 
 
 def encode(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0, **kwargs) -> bytes:
@@ -429,7 +477,7 @@ def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
         raise FormatError(f"file holds {len(header.strings)} latent strings, the model needs {model.num_latents}")
     padded = (header.height + (-header.height) % MAX_STRIDE, header.width + (-header.width) % MAX_STRIDE)
     shape = (padded[0] // MAX_STRIDE, padded[1] // MAX_STRIDE)
-    gamma = _model_gamma(header.gamma, header.levels, padded)
+    gamma = _model_gamma(header.gamma, header.levels, padded, trained_range(model))
     if isinstance(gamma, torch.Tensor) and not (torch.isfinite(gamma).all() and (gamma > 0).all()):
         raise FormatError("the block gammas of the level map overflow float32 (invalid gamma or kappa)")
     try:

@@ -81,8 +81,8 @@ def learned_codec(checkpoint=None, gammas=LEARNED_GAMMAS, roi: str | None = None
     """
     from semlib import codec as scodec
 
-    lo, hi = getattr(scodec, "GAMMA_RANGE", (32.0, 2048.0))
     extra = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
+    lo, hi = scodec.trained_range(scodec.get_model(**extra)[0])
     importance = None if roi in (None, "none") else roi
     where = "shipped checkpoint" if checkpoint is None else f"checkpoint {Path(str(checkpoint)).name}"
 
