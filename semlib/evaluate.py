@@ -71,11 +71,19 @@ LEARNED_GAMMAS = (32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0)
 # The project's learned codec behind the same contract
 
 
-def learned_codec(checkpoint=None, gammas=LEARNED_GAMMAS, roi: str | None = None, kappa: float = 1.0) -> Codec:
+def sweep_gammas(lo: float, hi: float) -> tuple[float, ...]:
+    """The powers of two from ``lo`` to ``hi`` (both ends included): a model's gamma sweep."""
+    k0, k1 = math.ceil(math.log2(lo) - 1e-9), math.floor(math.log2(hi) + 1e-9)
+    inner = [2.0 ** k for k in range(k0, k1 + 1) if lo < 2.0 ** k < hi]
+    return tuple([float(lo)] + inner + ([float(hi)] if hi > lo else []))
+
+
+def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: float = 1.0) -> Codec:
     """The project's codec (:mod:`semlib.codec`) as a :class:`~semlib.baselines.Codec`.
 
     Its knob is γ (DESIGN.md §5: higher γ, higher quality and rate); ``gammas`` are the
-    sweep's operating points. ``roi="auto"`` codes each 8 x 8 block at
+    sweep's operating points (default: the powers of two over the model's trained range,
+    :func:`sweep_gammas`; 32 ... 2048 for a model trained on the paper's range). ``roi="auto"`` codes each 8 x 8 block at
     γ·(T_i / M̄)^κ from the Grad-CAM levels (DESIGN.md §2), inside the encoder (its time
     counts as encoding time). ``checkpoint=None``: the checkpoint shipped with semlib.
     """
@@ -83,6 +91,8 @@ def learned_codec(checkpoint=None, gammas=LEARNED_GAMMAS, roi: str | None = None
 
     extra = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
     lo, hi = scodec.trained_range(scodec.get_model(**extra)[0])
+    if gammas is None:
+        gammas = sweep_gammas(lo, hi)
     importance = None if roi in (None, "none") else roi
     where = "shipped checkpoint" if checkpoint is None else f"checkpoint {Path(str(checkpoint)).name}"
 

@@ -247,3 +247,10 @@ def test_the_learned_codec_plugs_into_the_same_sweep(tmp_path, images):
     r = evaluate_codec(codec, {"a": a}, qualities=[64, 1024], importance="uniform", progress=False)
     assert r["meta"]["quality_name"] == "gamma" and r["results"]["quality"] == [64.0, 1024.0]
     assert all(b > 0 for b in r["results"]["bpp"]) and "semlib" in r["meta"]["codec_version"]
+
+
+def test_the_learned_sweep_covers_the_models_trained_range():
+    from semlib.evaluate import LEARNED_GAMMAS, sweep_gammas
+    assert sweep_gammas(32.0, 2048.0) == LEARNED_GAMMAS
+    assert sweep_gammas(8.0, 8192.0) == tuple(2.0 ** k for k in range(3, 14))
+    assert sweep_gammas(10.0, 100.0) == (10.0, 16.0, 32.0, 64.0, 100.0)
