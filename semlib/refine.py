@@ -20,8 +20,9 @@ starting point. Adam, with the step size decayed by a cosine. The true objective
 latents, float32) of the start and of the end is compared and the better of the two is kept, so
 refinement never makes a file worse by its own measure.
 
-Measured (``scripts/pilot_refine.py``, ``results/pilots/refine.json``): with tens of steps it
-rarely beats the encoder on the shipped model. The relaxed objectives it descends (SGA, uniform
+Measured (``scripts/pilot_refine.py``, ``results/pilots/refine.json``): with 30 steps it did
+not beat the encoder on the step-30,000 model (0 of 24 crop files at gamma 64 and 1024, two step
+sizes; about 4 s per 256 x 256 crop), so it is off by default. The relaxed objectives it descends (SGA, uniform
 noise, straight-through rounding) are 5-20 % above the rounded one at the start, and each step
 moves every latent by about the step size, so values near a rounding boundary flip in
 directions the relaxation cannot judge.
