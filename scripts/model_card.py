@@ -78,8 +78,9 @@ def ablation_section() -> list[str]:
     L += ["", "n/a: the fixed-rate model's bpp lies outside the γ-conditioned model's curve (not extrapolated). "
           f"At this budget the fixed-rate models span {span_fixed[0]:.3f}–{span_fixed[1]:.3f} bpp over γ 32…2048, the "
           f"γ-conditioned model only {span_var[0]:.3f}–{span_var[1]:.3f} bpp over the same γ: one model for all rates "
-          "compresses its rate range, most at the low end (the shipped model, too, cannot go much below "
-          "0.85 bpp at γ 32). The step-4000 models are far from converged; notebook 06 sets these beside the paper's claims."]
+          "compresses its rate range, most at the low end (the step-30,000 model, too, could not go much below "
+          "0.85 bpp at γ 32; run 7 of the shipped model widened its training range and balanced the loss per γ). "
+          "The step-4000 models are far from converged; notebook 06 sets these beside the paper's claims."]
     return L
 
 

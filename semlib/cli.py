@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and NAME_jpeg.jpg, replacing files of these names. Nothing is downloaded.")
     s.add_argument("image", nargs="?", default="skimage:astronaut",
                    help="input image, or skimage:NAME for a photo shipped with scikit-image (default skimage:astronaut)")
-    s.add_argument("--bpp", type=float, default=1.0, help="target bits per pixel for all three codecs (default 1.0; the checkpoint shipped now cannot go much below 0.8 bpp on most photos)")
+    s.add_argument("--bpp", type=float, default=1.0, help="target bits per pixel for all three codecs (default 1.0)")
     s.add_argument("--kappa", type=float, default=1.0,
                    help="strength of the ROI: 0 = uniform, 1 = gamma proportional to the block level (default 1)")
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
