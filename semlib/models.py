@@ -528,8 +528,6 @@ class HierarchicalVAE(nn.Module):
         with torch.autocast(device_type=mu.device.type, enabled=False):
             if isinstance(mode, float):     # "sga" at temperature ``mode``
                 z = mean.float() + sga_round(mu.float() - mean.float(), mode)
-            elif mode == "ste":             # the value of rounding, the gradient of the identity
-                z = mu.float() + (torch.round(mu.float() - mean.float()) + mean.float() - mu.float()).detach()
             elif mode == "mixed":           # training: the decoder sees the rounded value (straight
                 # through), the rate is that of the noisy one (Minnen & Singh, ICIP 2020)
                 z = mu.float() + (torch.round(mu.float() - mean.float()) + mean.float() - mu.float()).detach()
