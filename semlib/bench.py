@@ -222,9 +222,9 @@ def mosaic(height: int, width: int, paths) -> np.ndarray:
     return np.ascontiguousarray(canvas[:height, :width])
 
 
-def kodak_paths(count: int) -> list[str]:
-    """``count`` Kodak images, evenly spaced over the set."""
-    paths = data.list_images(data.find_dataset("kodak"))
+def kodak_paths(count: int, folder=None) -> list[str]:
+    """``count`` images evenly spaced over ``folder`` (default: the Kodak set)."""
+    paths = data.list_images(folder if folder is not None else data.find_dataset("kodak"))
     pick = np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int)
     return [str(paths[i]) for i in pick]
 
@@ -585,7 +585,7 @@ def _weights(checkpoint, work: Path) -> tuple[str, str]:
 def codec_benchmarks(checkpoint=None, threads: int = 2, images: int = KODAK_IMAGES, repeats: int = 3,
                      sizes=SCALES_MP, codecs=CLASSIC_CODECS, gamma: float | None = None,
                      target_bpp: float = TARGET_BPP, profile: bool = True, isolate: bool = True,
-                     log=print) -> dict:
+                     log=print, folder=None) -> dict:
     """Every figure of BENCHMARKS.md, as a dict (see :func:`markdown_report`).
 
     Kodak: ``images`` images, ``repeats`` timed runs each after a warm-up, medians; the
@@ -594,13 +594,14 @@ def codec_benchmarks(checkpoint=None, threads: int = 2, images: int = KODAK_IMAG
     are matched to the rate our codec reached on each image. ``sizes``: megapixels of the
     scaling runs (one timed run each, warm-up on a crop), each under a memory limit of
     :data:`MEMORY_BUDGET_GIB` or what the machine has free, whichever is smaller.
+    ``folder``: another folder of images in place of Kodak (the report keeps the key "kodak").
     """
     with tempfile.TemporaryDirectory(prefix="semlib-bench-") as tmp:
         work = Path(tmp)
         ckpt, label = _weights(checkpoint, work)
         if gamma is None and label.startswith("random"):
             gamma = RANDOM_GAMMA
-        paths = kodak_paths(images)
+        paths = kodak_paths(images, folder)
         specs = [{"path": p} for p in paths]
         common = {"threads": threads, "checkpoint": ckpt, "out_dir": str(work)}
         report = {"machine": machine_info(threads), "weights": label, "targets": dict(TARGETS),
@@ -648,7 +649,7 @@ def codec_benchmarks(checkpoint=None, threads: int = 2, images: int = KODAK_IMAG
         limit = MEMORY_BUDGET_GIB if free is None else min(MEMORY_BUDGET_GIB, max(1.0, free - 2.0))
         for mp in sizes:
             h, w = scaled_size(mp)
-            spec = [{"mosaic": [h, w], "paths": kodak_paths(24)}]
+            spec = [{"mosaic": [h, w], "paths": kodak_paths(24, folder)}]
             row = {"megapixels": h * w / 1e6, "height": h, "width": w, "memory_limit_gib": limit}
             e = item(f"encode {h}x{w}", kind="encode", images=spec, repeats=1, gamma=ours["gamma"],
                      warmup=False, name=f"scale{h}x{w}", memory_limit_gib=limit)

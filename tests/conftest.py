@@ -1,4 +1,6 @@
-"""Shared fixtures: small real images and a `tiny` model (no network, seconds)."""
+"""Shared fixtures: small real images and a `tiny` model (no network, no ../shared, seconds).
+
+The photos ship with scikit-image (``skimage.data``), so a fresh clone has them."""
 
 import numpy as np
 import pytest
@@ -7,16 +9,26 @@ from PIL import Image
 from semlib import data
 from semlib.models import random_model, save_model
 
-
-@pytest.fixture(scope="session")
-def kodak_dir():
-    return data.find_dataset("kodak")
+# RGB photos bundled with scikit-image, all at least 300 x 451
+SAMPLES = ("chelsea", "coffee", "rocket", "astronaut", "immunohistochemistry", "hubble_deep_field")
 
 
 @pytest.fixture(scope="session")
-def photo(kodak_dir) -> np.ndarray:
-    """A 96 x 128 crop of kodim23 (parrots): real texture, odd block count."""
-    return data.load_image(kodak_dir / "kodim23.png")[200:296, 300:428].copy()
+def photo_paths(tmp_path_factory) -> list:
+    """The scikit-image photos of :data:`SAMPLES`, written as PNG files, in that order."""
+    root = tmp_path_factory.mktemp("photos")
+    paths = []
+    for name in SAMPLES:
+        paths.append(root / f"{name}.png")
+        Image.fromarray(data.sample_image(name)).save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+    """A 96 x 128 crop of scikit-image's coffee cup (rim, spoon, table grain): real texture,
+    odd block count."""
+    return data.sample_image("coffee")[140:236, 220:348].copy()
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from semlib import baselines
 from semlib.baselines import CODECS, Codec, available_codecs, encode_at_bpp, get_codec
-from semlib.data import find_dataset, load_image, sample_image
+from semlib.data import sample_image
 from semlib.errors import ImageError, SemlibError
 from semlib.metrics import psnr
 
@@ -24,13 +24,9 @@ def photo():
 
 
 @pytest.fixture(scope="module")
-def kodak_crop():
-    """A 128 x 192 crop of a Kodak image (scikit-image's astronaut if Kodak is absent)."""
-    try:
-        img = load_image(find_dataset("kodak") / "kodim23.png")
-        return np.ascontiguousarray(img[200:328, 300:492])
-    except FileNotFoundError:
-        return np.ascontiguousarray(sample_image("astronaut")[100:228, 150:342])
+def crop():
+    """A 128 x 192 crop of scikit-image's coffee photo (cup, spoon, wood grain)."""
+    return np.ascontiguousarray(sample_image("coffee")[120:248, 200:392])
 
 
 def _low_and_high(codec):
@@ -124,13 +120,13 @@ def test_unknown_codec_name_lists_the_known_ones():
 
 
 @pytest.mark.parametrize("name", [n for n in ("jpeg2000", "jpegxl", "webp") if n in AVAILABLE])
-def test_encode_at_bpp_hits_one_bpp_on_a_kodak_crop(name, kodak_crop):
-    h, w = kodak_crop.shape[:2]
+def test_encode_at_bpp_hits_one_bpp_on_a_photo_crop(name, crop):
+    h, w = crop.shape[:2]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data, q, bpp = encode_at_bpp(name, kodak_crop, 1.0, tol=0.02)
+        data, q, bpp = encode_at_bpp(name, crop, 1.0, tol=0.02)
     assert bpp == pytest.approx(8 * len(data) / (h * w))
-    assert CODECS[name].decode(data).shape == kodak_crop.shape
+    assert CODECS[name].decode(data).shape == crop.shape
     lo, hi = CODECS[name].quality_range
     assert lo <= q <= hi
     if abs(bpp - 1.0) <= 0.02:
@@ -139,58 +135,58 @@ def test_encode_at_bpp_hits_one_bpp_on_a_kodak_crop(name, kodak_crop):
         assert [c for c in caught if "not met" in str(c.message)]
 
 
-def test_continuous_knob_meets_the_papers_rates(kodak_crop):
+def test_continuous_knob_meets_the_papers_rates(crop):
     """The paper's tables are at 0.75, 1.12 and 1.25 bpp."""
     for target in (0.75, 1.12, 1.25):
-        _, _, bpp = encode_at_bpp("jpeg2000", kodak_crop, target, tol=0.01)
+        _, _, bpp = encode_at_bpp("jpeg2000", crop, target, tol=0.01)
         assert abs(bpp - target) <= 0.01
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(target=st.floats(0.3, 3.0))
-def test_rate_control_lands_close_or_says_so(kodak_crop, target):
+def test_rate_control_lands_close_or_says_so(crop, target):
     # OpenJPEG truncates at coding-pass boundaries: on a small crop the reachable rates
     # come in steps of up to ~0.1 bpp, so a target can fall between two of them.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, _, bpp = encode_at_bpp("jpeg2000", kodak_crop, target, tol=0.01)
+        _, _, bpp = encode_at_bpp("jpeg2000", crop, target, tol=0.01)
     warned = any("not met" in str(c.message) for c in caught)
     assert abs(bpp - target) <= 0.12
     assert warned == (abs(bpp - target) > 0.01)
 
 
-def test_integer_knob_returns_the_closest_of_its_neighbours(kodak_crop):
-    h, w = kodak_crop.shape[:2]
+def test_integer_knob_returns_the_closest_of_its_neighbours(crop):
+    h, w = crop.shape[:2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data, q, bpp = encode_at_bpp("jpeg", kodak_crop, 1.0, tol=1e-6)
+        data, q, bpp = encode_at_bpp("jpeg", crop, 1.0, tol=1e-6)
     codec = CODECS["jpeg"]
-    neighbours = [8 * len(codec.encode(kodak_crop, k)) / (h * w) for k in (q - 1, q + 1) if 1 <= k <= 100]
+    neighbours = [8 * len(codec.encode(crop, k)) / (h * w) for k in (q - 1, q + 1) if 1 <= k <= 100]
     assert all(abs(bpp - 1.0) <= abs(b - 1.0) for b in neighbours)
 
 
-def test_unreachable_targets_return_the_extremes_and_warn(kodak_crop):
+def test_unreachable_targets_return_the_extremes_and_warn(crop):
     codec = CODECS["jpeg"]
     with pytest.warns(UserWarning, match=r"not met.*closest reached"):
-        data, q, bpp = encode_at_bpp(codec, kodak_crop, 0.001)
+        data, q, bpp = encode_at_bpp(codec, crop, 0.001)
     assert q == codec.quality_range[0] and bpp > 0.001
     with pytest.warns(UserWarning, match="not met"):
-        data, q, bpp = encode_at_bpp(codec, kodak_crop, 60.0)
+        data, q, bpp = encode_at_bpp(codec, crop, 60.0)
     assert q == codec.quality_range[1] and bpp < 60.0
 
 
-def test_bad_target_is_refused(kodak_crop):
+def test_bad_target_is_refused(crop):
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="target_bpp"):
-            encode_at_bpp("jpeg", kodak_crop, bad)
+            encode_at_bpp("jpeg", crop, bad)
 
 
-def test_descending_knob_is_bisected_the_right_way(kodak_crop):
+def test_descending_knob_is_bisected_the_right_way(crop):
     if "jpegxl" not in AVAILABLE:
         pytest.skip("JPEG XL not available")
     assert CODECS["jpegxl"].rate_increases is False
-    _, q_low, b_low = encode_at_bpp("jpegxl", kodak_crop, 0.5, tol=0.02)
-    _, q_high, b_high = encode_at_bpp("jpegxl", kodak_crop, 2.0, tol=0.02)
+    _, q_low, b_low = encode_at_bpp("jpegxl", crop, 0.5, tol=0.02)
+    _, q_high, b_high = encode_at_bpp("jpegxl", crop, 2.0, tol=0.02)
     assert b_low < b_high and q_low > q_high  # larger distance, fewer bits
 
 

@@ -16,19 +16,21 @@ def positive(x) -> bool:
 
 
 @pytest.fixture(scope="module")
-def quick_report(tiny_ckpt):
-    """The quick path on a tiny scale: tiny weights, one Kodak image, one run, one small
-    size, JPEG only, in this process (a fresh process per item costs seconds each)."""
+def quick_report(tiny_ckpt, photo_paths):
+    """The quick path on a tiny scale: tiny weights, one photo (in place of Kodak), one run,
+    one small size, JPEG only, in this process (a fresh process per item costs seconds each)."""
     return bench.codec_benchmarks(checkpoint=tiny_ckpt, threads=1, images=1, repeats=1, sizes=(0.05,),
-                                  codecs=("jpeg",), gamma=256.0, isolate=False, log=lambda msg: None)
+                                  codecs=("jpeg",), gamma=256.0, isolate=False, log=lambda msg: None,
+                                  folder=photo_paths[0].parent)
 
 
-def test_the_quick_path_reports_every_figure(quick_report):
+def test_the_quick_path_reports_every_figure(quick_report, photo_paths):
     r = quick_report
     assert {"cpu", "cores", "threads", "torch", "date", "load_average"} <= set(r["machine"])
     assert r["machine"]["threads"] == 1 and "checkpoint" in r["weights"]
     ours = r["kodak"]["ours"]
-    assert r["kodak"]["images"] == ["kodim01"] and ours["gamma"] == 256.0
+    first = sorted(p.stem for p in photo_paths)[0]      # the first image of the folder
+    assert r["kodak"]["images"] == [first] and ours["gamma"] == 256.0
     for key in ("encode_s", "decode_s", "bpp", "encode_peak_mib", "decode_peak_mib", "model_load_s"):
         assert positive(ours[key]), key
     cam = r["kodak"]["gradcam"]
@@ -86,20 +88,22 @@ def test_the_generated_section_is_replaced_and_hand_written_text_kept(tmp_path):
     assert text.count(bench.GENERATED_BEGIN) == 1 and text.count(bench.GENERATED_END) == 1
 
 
-def test_sizes_and_the_mosaic_of_kodak_tiles(kodak_dir):
+def test_sizes_and_the_mosaic_of_photo_tiles(tmp_path, photo_paths):
     for mp in bench.SCALES_MP:
         h, w = bench.scaled_size(mp)
         assert h % 16 == 0 and w % 16 == 0 and abs(h * w / 1e6 / mp - 1) < 0.05 and w / h == pytest.approx(1.5, abs=0.02)
-    paths = [kodak_dir / "kodim01.png", kodak_dir / "kodim04.png"]         # kodim04 is portrait
-    m = bench.mosaic(600, 1000, paths)
+    coffee = data.load_image(photo_paths[1])                                # 400 x 600
+    portrait = tmp_path / "portrait.png"                                    # the rocket turned upright, 640 x 427
+    Image.fromarray(np.ascontiguousarray(np.rot90(data.load_image(photo_paths[2]), -1))).save(portrait)
+    m = bench.mosaic(600, 1000, [photo_paths[1], portrait])
     assert m.shape == (600, 1000, 3) and m.dtype == np.uint8
-    assert np.array_equal(m[:512, :768], data.load_image(paths[0]))
-    assert np.array_equal(m[:512, 768:], np.rot90(data.load_image(paths[1]))[:, :232])
-    assert np.array_equal(m[512:, :768], data.load_image(paths[0])[:88])   # the next row starts over
+    assert np.array_equal(m[:400, :600], coffee)
+    assert np.array_equal(m[:400, 600:], np.rot90(data.load_image(portrait))[:400, :400])
+    assert np.array_equal(m[400:, :600], coffee[:200])                    # the next row starts over
 
 
-def test_an_item_runs_in_its_own_process_and_memory_failures_are_reported(tmp_path, kodak_dir, tiny_ckpt):
-    crop = data.load_image(kodak_dir / "kodim05.png")[:256, :384]
+def test_an_item_runs_in_its_own_process_and_memory_failures_are_reported(tmp_path, photo_paths, tiny_ckpt):
+    crop = data.load_image(photo_paths[1])[:256, :384]
     Image.fromarray(crop).save(tmp_path / "crop.png")
     task = {"kind": "classic", "codec": "jpeg", "images": [{"path": str(tmp_path / "crop.png")}], "bpp": [1.0],
             "repeats": 1, "threads": 1}
@@ -109,7 +113,7 @@ def test_an_item_runs_in_its_own_process_and_memory_failures_are_reported(tmp_pa
     assert abs(res["bpp"][0] - 1.0) < 0.05                        # matched to the asked rate
     # an item that needs more memory than its limit ends with an error, not a dead machine
     big = {"kind": "encode", "checkpoint": str(tiny_ckpt), "gamma": 256.0, "repeats": 1, "threads": 1,
-           "images": [{"mosaic": [2048, 3072], "paths": [str(kodak_dir / "kodim01.png")]}],
+           "images": [{"mosaic": [2048, 3072], "paths": [str(photo_paths[1])]}],
            "out_dir": str(tmp_path), "warmup": False, "memory_limit_gib": 0.05}
     res = bench.run_isolated(big, timeout=120)
     assert "error" in res and "memory" in res["error"], res

@@ -255,16 +255,15 @@ def _small_random_model():
 
 
 def _encode_crops(model, folder, threads):
-    """Two Kodak crops, at a scalar gamma and with an ROI, encoded on ``threads`` threads."""
+    """Two photo crops (scikit-image's), at a scalar gamma and with an ROI, encoded on ``threads`` threads."""
     from semlib import data
 
     folder.mkdir()
-    kodak = data.find_dataset("kodak")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for name, (y, x) in (("kodim05", (100, 200)), ("kodim23", (128, 256))):
-            img = data.load_image(kodak / f"{name}.png")[y:y + 256, x:x + 320]
+        for name, (y, x) in (("astronaut", (100, 150)), ("coffee", (100, 200))):
+            img = data.sample_image(name)[y:y + 256, x:x + 320]
             mask = np.zeros(img.shape[:2], np.float32)
             mask[64:192, 80:240] = 1.0
             for tag, imp in (("g", None), ("roi", mask)):

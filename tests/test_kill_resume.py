@@ -29,11 +29,11 @@ TIMINGS = ("sec_per_step", "wall_s", "time")   # log fields that differ between 
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory, kodak_dir):
-    """Four 96 x 128 Kodak crops."""
+def image_dir(tmp_path_factory, photo_paths):
+    """Four 96 x 128 photo crops."""
     root = tmp_path_factory.mktemp("kill_images")
     for k in range(4):
-        crop = data.load_image(kodak_dir / f"kodim{k + 5:02d}.png")[150:246, 300:428]
+        crop = data.load_image(photo_paths[k + 1])[150:246, 300:428]
         Image.fromarray(crop).save(root / f"k{k}.png")
     return root
 

@@ -21,11 +21,11 @@ SMALL = dict(N=16, M=24, crop=64, batch=2, num_threads=1, progress=False, val_ev
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory, kodak_dir):
-    """Four 96 x 128 Kodak crops."""
+def image_dir(tmp_path_factory, photo_paths):
+    """Four 96 x 128 photo crops."""
     root = tmp_path_factory.mktemp("peer_images")
     for k in range(4):
-        image = data.load_image(kodak_dir / f"kodim{k + 1:02d}.png")[100:196, 200:328]
+        image = data.load_image(photo_paths[k])[100:196, 200:328]
         Image.fromarray(image).save(root / f"{k}.png")
     return root
 
@@ -39,9 +39,9 @@ def trained(tmp_path_factory, image_dir):
 
 
 @pytest.fixture(scope="module")
-def parrots(kodak_dir):
+def parrots():
     """176 x 190 (not a multiple of 64: padded and cropped back; MS-SSIM is defined)."""
-    return data.load_image(kodak_dir / "kodim23.png")[100:276, 300:490].copy()
+    return data.sample_image("astronaut")[100:276, 150:340].copy()
 
 
 # --------------------------------------------------------------------------- model and loss

@@ -23,16 +23,16 @@ THREADS = 1   # the test machine is small and shared: one thread is the fastest 
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory, kodak_dir):
-    """Six 96 x 128 Kodak crops in nested folders, mixed-case extensions, and one image
+def image_dir(tmp_path_factory, photo_paths):
+    """Six 96 x 128 photo crops in nested folders, mixed-case extensions, and one image
     smaller than a 64 x 64 crop (it gets upscaled)."""
     root = tmp_path_factory.mktemp("train_images")
     (root / "sub" / "deeper").mkdir(parents=True)
     names = ["a.png", "b.PNG", "sub/c.jpg", "sub/d.JPEG", "sub/deeper/e.png", "sub/deeper/f.Png"]
     for k, name in enumerate(names):
-        image = data.load_image(kodak_dir / f"kodim{k + 1:02d}.png")[100:196, 200:328]
+        image = data.load_image(photo_paths[k])[100:196, 200:328]
         Image.fromarray(image).save(root / name, quality=95)
-    Image.fromarray(data.load_image(kodak_dir / "kodim23.png")[:40, :48]).save(root / "small.png")
+    Image.fromarray(data.load_image(photo_paths[0])[:40, :48]).save(root / "small.png")
     return root
 
 
