@@ -56,19 +56,18 @@ def seed_files(model) -> dict[str, bytes]:
     """Real encodings: a few image sizes, scalar gamma and ROI level maps."""
     from semlib import codec, data
 
-    kodak = data.find_dataset("kodak")
-    parrots = data.load_image(kodak / "kodim23.png")[200:296, 300:428]     # 96 x 128
-    strip = data.load_image(kodak / "kodim01.png")[100:140, 0:200]        # 40 x 200
+    photo = data.sample_image("coffee")[140:236, 220:348]                 # 96 x 128 (ships with scikit-image)
+    strip = data.sample_image("astronaut")[100:140, 0:200]                # 40 x 200
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, size=(7, 13, 3), dtype=np.uint8)
-    mask = np.zeros(parrots.shape[:2], np.float32)
+    mask = np.zeros(photo.shape[:2], np.float32)
     mask[10:60, 20:90] = 1.0
     strip_mask = np.zeros(strip.shape[:2], np.float32)
     strip_mask[:, 120:] = 1.0
     files = {
-        "parrots_g300": codec.encode(parrots, gamma=300.0, model=model),
-        "parrots_g40": codec.encode(parrots, gamma=40.0, model=model),
-        "parrots_roi": codec.encode(parrots, gamma=200.0, importance=mask, kappa=1.0, model=model),
+        "photo_g300": codec.encode(photo, gamma=300.0, model=model),
+        "photo_g40": codec.encode(photo, gamma=40.0, model=model),
+        "photo_roi": codec.encode(photo, gamma=200.0, importance=mask, kappa=1.0, model=model),
         "strip_g1000": codec.encode(strip, gamma=1000.0, model=model),
         "strip_roi": codec.encode(strip, gamma=500.0, importance=strip_mask, kappa=2.0, model=model),
         "noise_7x13_g150": codec.encode(noise, gamma=150.0, model=model),

@@ -9,6 +9,7 @@
     semlib eval --codec NAME --data DIR -o RESULTS.json
     semlib bench
     semlib demo [IMAGE] [--bpp B] [--kappa K] [--checkpoint CKPT] [-o FIGURE.png]
+    semlib data list | download NAME [--to DIR] | verify NAME [--in DIR]
 
 Bad input of any kind ends with a non-zero exit status and one line on stderr.
 """
@@ -233,6 +234,37 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from semlib import data
+
+    if args.action == "list":
+        print(f"{'set':<12} {'files':>5} {'MB':>6}  where")
+        for name, s in data.SETS.items():
+            files = s.files()
+            folder, have = data.where(name)
+            place = "not here" if folder is None else str(folder) + ("" if have == len(files) else f" ({have} files)")
+            print(f"{name:<12} {len(files):>5} {sum(f.size for f in files) / 1e6:>6.1f}  {place}")
+            print(f"{'':<26}{s.description}; {s.licence}")
+        print(f"downloads go to {data.default_data_root()}; semlib data download NAME [--to DIR]")
+        return 0
+    if args.name not in data.SETS:
+        raise CliError(f"unknown data set {args.name!r}; known: {', '.join(data.SETS)}")
+    if args.action == "download":
+        folder = data.download(args.name, root=args.to)
+        print(f"{args.name}: {len(data.SETS[args.name].files())} files verified in {folder}")
+        return 0
+    folder = Path(args.dir) / args.name if args.dir else None
+    if folder is not None and not folder.is_dir():
+        raise CliError(f"{folder}: no such folder")
+    r = data.verify(args.name, folder)
+    print(f"{args.name} in {r['folder'][0]}: {len(r['ok'])} files match their pinned sha256, "
+          f"{len(r['missing'])} missing, {len(r['mismatched'])} differ")
+    for key in ("missing", "mismatched"):
+        for name in r[key][:10]:
+            print(f"  {key}: {name}")
+    return 0 if not r["missing"] and not r["mismatched"] else 1
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -324,6 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
     s.add_argument("-o", "--output", default="demo.png", metavar="NAME.png", help="the figure, a PNG (default demo.png)")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("data", help="list, download and verify the data sets (Kodak, Tecnick, CLIC sample, training photos)",
+                       description="The data sets of the tutorials, each file pinned by its sha256 (data/README.md).")
+    acts = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acts.add_parser("list", help="the sets, their sizes and where they were found")
+    a = acts.add_parser("download", help="fetch a set (files already there and verified are kept)")
+    a.add_argument("name", help="kodak, tecnick, clic_sample or train")
+    a.add_argument("--to", metavar="DIR", help="the data folder (default $SEMLIB_DATA, else data/ of the repository)")
+    a = acts.add_parser("verify", help="check a set's files against their pinned sha256")
+    a.add_argument("name", help="kodak, tecnick, clic_sample or train")
+    a.add_argument("--in", dest="dir", metavar="DIR", help="the data folder that holds NAME/ (default: where it is found)")
+    s.set_defaults(func=cmd_data)
     return p
 
 

@@ -6,6 +6,10 @@ Where data is looked up, in this order (the first folder that exists wins):
 2. ``data/`` of the repository (and ``./data`` of the working directory);
 3. ``../shared/data`` beside the repository (and beside the working directory).
 
+A known set (:data:`SETS`) that none of them holds is downloaded into ``data/`` (or
+``$SEMLIB_DATA``) on first use, each file checked against its pinned sha256;
+``SEMLIB_DATA_MIRROR`` replaces the download sources by one base URL (a local copy).
+
 Images are handled as ``numpy.uint8`` arrays of shape H x W x 3 (RGB) at the edges
 of the library, and as float tensors 1 x 3 x H x W in [0, 1] inside it.
 """
@@ -13,13 +17,13 @@ of the library, and as float tensors 1 x 3 x H x W in [0, 1] inside it.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
-import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,22 +58,41 @@ def data_roots() -> list[Path]:
     return unique
 
 
-def find_dataset(name: str) -> Path:
-    """The first folder ``<root>/<name>`` holding at least one image.
+def find_dataset(name: str, download: bool = True) -> Path:
+    """The first folder ``<root>/<name>`` of :func:`data_roots` holding images (in subfolders too).
 
-    Raises ``FileNotFoundError`` naming every place that was looked at, and how to
-    get the data (:func:`semlib.data.download`).
+    ``name`` is a set of :data:`SETS` ("kodak", "tecnick", "clic_sample", "train"), a folder
+    inside one ("train/bsds500/train"), or any folder name under a data root. When no root
+    holds a known set (or the download folder holds an interrupted download of it) and
+    ``download`` is true, its files are fetched into :func:`default_data_root` with a
+    one-line message. Raises ``FileNotFoundError`` naming every place looked at, or
+    :class:`DownloadError` in one line when the download fails (offline, say).
     """
     looked = []
+    target = default_data_root() / name
     for root in data_roots():
         folder = root / name
         looked.append(str(folder))
-        if folder.is_dir() and list_images(folder):
+        if folder.is_dir() and list_images(folder, recursive=True):
+            missing = _missing_files(name, folder)
+            if not missing or (download and folder == target):
+                if not missing:
+                    return folder
+                break                                   # an interrupted download: complete it
+            warnings.warn(f"{folder} lacks {len(missing)} files of {name}; results on it are not "
+                          f"results on the whole set", stacklevel=2)
             return folder
-    raise FileNotFoundError(
-        f"dataset {name!r} not found; looked in: {', '.join(looked)}. "
-        f"Set {ENV_VAR} to a folder that holds {name}/, or download it."
-    )
+    set_name, _, inside = name.partition("/")
+    if set_name not in SETS:
+        raise FileNotFoundError(f"dataset {name!r} not found; looked in: {', '.join(looked)}. "
+                                f"Set {ENV_VAR} to a folder that holds {name}/.")
+    if not download:
+        raise FileNotFoundError(f"dataset {name!r} not found; looked in: {', '.join(looked)}. "
+                                f"Fetch it with: semlib data download {set_name}")
+    files = SETS[set_name].files(inside)
+    print(f"semlib: {name} is not here; downloading {len(files)} files "
+          f"({sum(x.size for x in files) / 1e6:.1f} MB) into {target}", flush=True)
+    return _download_set(set_name, root=default_data_root(), only=inside) / inside
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
@@ -201,130 +224,118 @@ def sample_image(name: str = "astronaut") -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------
-# Downloading the test sets (DESIGN.md §8): pinned URLs, sha256 per file, atomic writes.
+# The data sets and their downloads (docs/METHOD.md §8): one table of sets, a pinned sha256
+# per file (semlib/sums/<set>.txt), temporary files renamed into place once verified.
 # ---------------------------------------------------------------------------------------
+
+MIRROR_VAR = "SEMLIB_DATA_MIRROR"     # a base URL laid out like data/: <mirror>/<set>/<path>
+SUMS_DIR = Path(__file__).resolve().parent / "sums"
 
 
 class DownloadError(SemlibError):
-    """A dataset file could not be fetched, or its checksum did not match."""
+    """A data file could not be fetched, or it is not the pinned file."""
+
+    def _render_traceback_(self):   # Jupyter shows this one line in place of a traceback
+        return [f"DownloadError: {self}"]
+
+
+def _github(repo: str, commit: str, folder: str = "") -> str:
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/{folder}"
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a dataset: where to fetch it (URLs tried in order) and its sha256.
-
-    ``sha256=None`` means the checksum is *not pinned*: the file is fetched, its sum is
-    printed in a warning, and nothing guarantees it is the file the project used.
-    """
+    """One file of a set: its path in the set's folder, the URLs to try in order, its sha256 and size."""
 
     name: str
     urls: tuple[str, ...]
-    sha256: str | None = None
+    sha256: str
+    size: int
 
 
 @dataclass(frozen=True)
-class RemoteDataset:
-    """A test set that :func:`download` can fetch into ``<root>/<name>/``.
+class DataSet:
+    """A set that :func:`download` fetches into ``<root>/<name>/``, one pinned file at a time.
 
-    Either ``files`` (fetched one by one, each checked against its sha256) or
-    ``archive`` (a zip; the images whose path inside it contains ``member_filter``
-    are extracted, flattened, into the dataset folder; the zip is deleted afterwards).
+    ``sources``: (prefix, URL bases) pairs; a file whose path starts with ``prefix`` comes
+    from ``base + the rest of its path`` (bases tried in order; the first matching prefix
+    wins). ``renames``: (path in the set, name at the source) where the two differ. The
+    files, sums and sizes are listed in ``semlib/sums/<name>.txt`` (scripts/pin_data.py).
     """
 
     name: str
     description: str
-    citation: str
-    files: tuple[RemoteFile, ...] = ()
-    archive: RemoteFile | None = None
-    member_filter: str = ""
-    expected_images: int = 0
+    licence: str
+    sources: tuple[tuple[str, tuple[str, ...]], ...]
+    renames: tuple[tuple[str, str], ...] = ()
+
+    def urls(self, path: str) -> tuple[str, ...]:
+        mirror = os.environ.get(MIRROR_VAR)
+        if mirror:
+            return (f"{mirror.rstrip('/')}/{self.name}/{urllib.parse.quote(path)}",)
+        prefix, bases = next((p, b) for p, b in self.sources if path.startswith(p))
+        source_name = dict(self.renames).get(path, path[len(prefix):])
+        return tuple(base + urllib.parse.quote(source_name) for base in bases)
+
+    def files(self, inside: str = "") -> list[RemoteFile]:
+        """The pinned files, those under the folder ``inside`` of the set only if given."""
+        rows = [line.split(None, 2) for line in (SUMS_DIR / f"{self.name}.txt").read_text().splitlines() if line]
+        inside = inside.strip("/") + "/" if inside.strip("/") else ""
+        return [RemoteFile(path, self.urls(path), sha, int(size)) for sha, size, path in rows if path.startswith(inside)]
 
 
-# sha256 of the 24 Kodak PNGs (768x512 / 512x768, the "Kodak Lossless True Color Image
-# Suite", PhotoCD PCD0992). The same sums are checked by independent projects that fetch
-# the files from r0k.us, and they match the copies in the two GitHub mirrors below.
-KODAK_SHA256 = {
-    "kodim01.png": "a56e27cbf5f843c048b6af1d6e090760e9c92fadba88b7dee0205918a37523bd",
-    "kodim02.png": "4f4b74a79237e311d72cad958237b5f7088d8bce1c82305ebefe1a70e3022dfd",
-    "kodim03.png": "e25ca1ff2f0c0cb5fdfd5f9b0a0bb21ac4c3de3c84a67f35b09a85d3306249db",
-    "kodim04.png": "e3b946107c5d3441c022f678d0c3caf1e224d81b1604ba840a4f88e562de61aa",
-    "kodim05.png": "10349e963c5c813d327852f82c1795fa4148d69fedffc4c589bee458e3ac3d53",
-    "kodim06.png": "363510303b715d4cbc384e1ce227e466b613a09e1b71ae985882bf8e7fbd9b18",
-    "kodim07.png": "b77d3f006f42414bb242222e0482e750c0fb9e5ee8d4bed2f6f11c5605fe54a4",
-    "kodim08.png": "ba23983c76b4832ee0e8af0592664756841a16779acd69f792e268fb6d13d6e7",
-    "kodim09.png": "6a4361c2fc194feb4edaa9f9a4a0620fb9943e460ac7fdf037fb0f6dd6607a7d",
-    "kodim10.png": "9dfb70f5867c29ff9ed6313683f19b3d867849e40fbc0c4c54a4a89df341cf23",
-    "kodim11.png": "7936814b58b5387fce2e4e2488b4ec830dadd95fa9520f358ddb30990b50f2b6",
-    "kodim12.png": "d78c37c2f04f23761ed2367dd77e2db584ddd4c3950833fecf89f199a8126980",
-    "kodim13.png": "bc34a3ce58dea09dce1704c997171602de90cb34d0c8503a988b77f473d39b08",
-    "kodim14.png": "55a94550ff18f3246c4074fd32b77b0c74447c26b6ad274d564d999c0450ba6e",
-    "kodim15.png": "7538cbb80cb9103606c48b806eae57d56c885c7f90b9b3be70a41160f9cbb683",
-    "kodim16.png": "a89c7268ccd4718ba424a99fc4643c572cf692ca6eae887185ceb4e9f11d2e54",
-    "kodim17.png": "37afcc89fbdcb76d9518e04b2fc011027e2f4cd14b3b2f83cefd721641a47c5b",
-    "kodim18.png": "1a9258c365988961d87a0598725b609139c303ad48a5aad6c503c3b1a87849aa",
-    "kodim19.png": "b7450b264b1b0a411390d8931b112c27905a992520fc90569dc4b920aa32bbdc",
-    "kodim20.png": "3b46c71e3b92a563820ba32936be8330c586c41f938efd94be938386aae4328a",
-    "kodim21.png": "ac958597c82073f6bb65129c68f72b651db5b9efd82e11547d07350214bc268b",
-    "kodim22.png": "1cee58eb1f2d9c7ebb254d208a03c783ce6cf2c4d8c2cf45e235dd23b4ce1b29",
-    "kodim23.png": "e3111a2fd4da24af15d6459ef9eacfe54106b38e27b4a21821b75c3f5d2d5baf",
-    "kodim24.png": "1071c68372cc5a01435c2c225a5cf7d4bb803846ec08bb6b3d6721b156d7cb96",
-}
-
-_KODAK_URLS = (
-    "https://r0k.us/graphics/kodak/kodak/{name}",
-    # mirror, same bytes (pinned commit): coodie/quant:images/kodim/
-    "https://raw.githubusercontent.com/coodie/quant/bc7affc715299a8d98403622918116b88657a8b8/images/kodim/{name}",
-)
-
-DATASETS: dict[str, RemoteDataset] = {
-    "kodak": RemoteDataset(
-        name="kodak",
-        description="Kodak Lossless True Color Image Suite: 24 RGB PNGs, 768x512 (18) and 512x768 (6)",
-        citation="Eastman Kodak, PhotoCD PCD0992; distributed at https://r0k.us/graphics/kodak/",
-        files=tuple(
-            RemoteFile(name, tuple(u.format(name=name) for u in _KODAK_URLS), sha)
-            for name, sha in KODAK_SHA256.items()
-        ),
-        expected_images=24,
+SETS: dict[str, DataSet] = {
+    "kodak": DataSet(
+        "kodak",
+        "Kodak Lossless True Color Image Suite (PhotoCD PCD0992): 24 PNGs, 768x512 and 512x768",
+        "released by Eastman Kodak for unrestricted use",
+        (("", (_github("coodie/quant", "bc7affc715299a8d98403622918116b88657a8b8", "images/kodim/"),
+               "https://r0k.us/graphics/kodak/kodak/")),),
     ),
-    "tecnick": RemoteDataset(
-        name="tecnick",
-        description=(
-            "Tecnick TESTIMAGES, RGB_OR_1200x1200: 100 RGB PNGs, 1200x1200, from the "
-            "'OLD_SAMPLING' archive (about 511 MB; only the 100 images are kept)"
-        ),
-        citation=(
-            "N. Asuni and A. Giachetti, TESTIMAGES: a large-scale archive for testing visual "
-            "devices and basic image processing algorithms, STAG 2014; https://testimages.org"
-        ),
-        archive=RemoteFile(
-            "testimages.zip",
-            ("https://sourceforge.net/projects/testimages/files/OLD/OLD_SAMPLING/testimages.zip/download",),
-            None,  # NOT pinned: no published checksum for this archive was available
-        ),
-        member_filter="RGB_OR_1200x1200/",
-        expected_images=100,
+    "tecnick": DataSet(
+        "tecnick",
+        "Tecnick TESTIMAGES RGB_OR_1200x1200: 1 of the 100 images (1200x1200 PNG); not the whole set",
+        "Tecnick TESTIMAGES licence (N. Asuni and A. Giachetti, testimages.org)",
+        (("", (_github("Ezio77/DINER", "4179b483624752a6c5a7ad321d50d432e29515e9", "pic/"),)),),
     ),
-    "clic2022": RemoteDataset(
-        name="clic2022",
-        description="CLIC 2022 image test set: 30 RGB PNGs, about 2048 px on the long side",
-        citation="Challenge on Learned Image Compression 2022, https://compression.cc",
-        archive=RemoteFile(
-            "image_test_30.zip",
-            ("https://storage.googleapis.com/clic2022_public/test_sets/image_test_30.zip",),
-            None,  # NOT pinned: no published checksum for this archive was available
-        ),
-        member_filter="",
-        expected_images=30,
+    "clic_sample": DataSet(
+        "clic_sample",
+        "5 CLIC professional-track photos (1152x768 .. 2048x1363 PNG); NOT the CLIC 2022 test set",
+        "Unsplash licence (CLIC professional photos)",
+        (("CLIC2020_", (_github("Justin-Tan/high-fidelity-generative-compression",
+                                "7d4e9e785932c039df7fb436159600ed8b474a83", "assets/originals/"),)),
+         ("", (_github("abcbdf/Variable_Rate_Compress", "3f89740b5ea465faacc05660bb4e659db85eebcd"),))),
+    ),
+    "train": DataSet(
+        "train",
+        "training photos: BSDS500 (500 JPEGs, 481x321) and 643 ImageNet images (one per class); no Kodak image",
+        "BSDS500: UC Berkeley, research use; ImageNet: non-commercial research and education only",
+        (("bsds500/", (_github("Sisso16/ssn_pytorch", "c4f9ac8c43397cbacbf2e2ba1505efafa769435d",
+                               "BSR/BSDS500/data/images/"),)),
+         ("imagenet_sample/", (_github("EliSchwartz/imagenet-sample-images",
+                                       "bc69043e2862758a1906c6a24a792bb28c6bb2ff"),))),
+        renames=(("imagenet_sample/n02966687_carpenters_kit.JPEG", "n02966687_carpenter's_kit.JPEG"),
+                 ("imagenet_sample/n03590841_jack-o-lantern.JPEG", "n03590841_jack-o'-lantern.JPEG"),
+                 ("imagenet_sample/n12057211_yellow_ladys_slipper.JPEG", "n12057211_yellow_lady's_slipper.JPEG")),
     ),
 }
 
 
 def default_data_root() -> Path:
-    """Where :func:`download` writes: ``$SEMLIB_DATA`` if set, else the repository's ``data/``."""
+    """Where downloads go: ``$SEMLIB_DATA`` if set, else ``data/`` of the repository
+    (of the working directory when semlib is installed from a wheel)."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
-    return REPO_ROOT / "data"
+    return (REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()) / "data"
+
+
+def _missing_files(name: str, folder: Path) -> list[str]:
+    """The pinned files of ``name`` (a set or a folder in one) that ``folder`` lacks; [] for other names."""
+    set_name, _, inside = name.partition("/")
+    if set_name not in SETS:
+        return []
+    skip = len(inside.strip("/")) + 1 if inside.strip("/") else 0
+    return [f.name for f in SETS[set_name].files(inside) if not (folder / f.name[skip:]).is_file()]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -336,78 +347,58 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _open_url(url: str, dest: Path, timeout: float):
-    """``urlopen`` with the project's error messages (offline, HTTP status)."""
+def _open_url(url: str, timeout: float):
+    """``urlopen`` with the project's one-line errors (offline, HTTP status)."""
     try:
         return urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as e:
         raise DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
-        raise DownloadError(
-            f"cannot reach {url}: {e.reason}; you appear to be offline; connect to the "
-            f"internet, or copy the files into {dest.parent} by hand"
-        ) from None
+        raise DownloadError(f"cannot reach {url} ({e.reason}): offline?") from None
     except OSError as e:  # includes TimeoutError
-        raise DownloadError(f"cannot reach {url}: {e}; you appear to be offline") from None
+        raise DownloadError(f"cannot reach {url} ({e}): offline?") from None
 
 
-def _fetch_one(url: str, dest: Path, sha256: str | None, progress: bool, timeout: float) -> None:
-    """Fetch ``url`` into ``dest`` through a temporary file and an atomic rename."""
+def _fetch_one(url: str, dest: Path, sha256: str | None, size: int | None, bar, timeout: float) -> None:
+    """Fetch ``url`` into a temporary file beside ``dest``; rename it into place once verified."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    response = _open_url(url, dest, timeout)
+    response = _open_url(url, timeout)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    tmp, got = Path(tmp_name), 0
     try:
         h = hashlib.sha256()
-        total = response.headers.get("Content-Length")
-        bar = tqdm(
-            total=int(total) if total and total.isdigit() else None,
-            unit="B",
-            unit_scale=True,
-            desc=dest.name,
-            leave=False,
-            disable=not progress,
-        )
-        with response, os.fdopen(fd, "wb") as out, bar:
+        with response, os.fdopen(fd, "wb") as out:
             while True:
                 try:
                     block = response.read(1 << 16)
-                except OSError as e:
-                    raise DownloadError(f"download of {url} broke off: {e}") from None
+                except (OSError, http.client.HTTPException) as e:
+                    raise DownloadError(f"download of {url} broke off after {got} bytes ({e!r})") from None
                 if not block:
                     break
                 out.write(block)
                 h.update(block)
+                got += len(block)
                 bar.update(len(block))
-        got = h.hexdigest()
-        if sha256 is not None and got != sha256.lower():
-            raise DownloadError(
-                f"checksum mismatch for {dest.name} from {url}: expected sha256 {sha256}, "
-                f"got {got}; the file was deleted"
-            )
-        if sha256 is None:
-            warnings.warn(
-                f"{dest.name}: checksum not pinned by semlib; the downloaded file has sha256 {got}",
-                stacklevel=3,
-            )
+        if size is not None and got != size:
+            raise DownloadError(f"download of {url} broke off: {got} of {size} bytes; nothing was kept")
+        if sha256 is not None and h.hexdigest() != sha256.lower():
+            raise DownloadError(f"checksum mismatch for {dest.name} from {url}: expected sha256 {sha256}, "
+                                f"got {h.hexdigest()}; nothing was kept")
         os.replace(tmp, dest)
+    except DownloadError:
+        bar.update(-got)
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
-def download_file(
-    urls: str | tuple[str, ...] | list[str],
-    dest: str | os.PathLike,
-    sha256: str | None = None,
-    progress: bool = True,
-    timeout: float = 60.0,
-) -> Path:
-    """Fetch one file to ``dest``, trying each URL in turn, and check its sha256.
+def download_file(urls: str | tuple[str, ...] | list[str], dest: str | os.PathLike, sha256: str | None = None,
+                  progress: bool = True, timeout: float = 60.0, size: int | None = None, bar=None) -> Path:
+    """Fetch one file to ``dest``, trying each URL in turn, and check its sha256 (and size).
 
     A file already at ``dest`` with the right sum is kept (no network). The download goes
     to a temporary file in the same folder and is renamed into place only once complete
-    and verified, so an interrupted or corrupt download never leaves a bad ``dest``.
+    and verified, so an interrupted, truncated or corrupt download never leaves a ``dest``.
     Raises :class:`DownloadError` naming every URL tried and why it failed.
     """
     dest = Path(dest)
@@ -418,98 +409,71 @@ def download_file(
         warnings.warn(f"{dest}: sha256 does not match the pinned sum; fetching it again", stacklevel=2)
         dest.unlink()
     errors = []
-    for url in urls:
-        try:
-            _fetch_one(url, dest, sha256, progress, timeout)
-            return dest
-        except DownloadError as e:
-            errors.append(str(e))
-    raise DownloadError(errors[0] if len(errors) == 1 else " | ".join(errors))
+    own_bar = bar is None
+    bar = bar or tqdm(total=size, unit="B", unit_scale=True, desc=dest.name, leave=False, disable=not progress)
+    try:
+        for url in urls:
+            try:
+                _fetch_one(url, dest, sha256, size, bar, timeout)
+                return dest
+            except DownloadError as e:
+                errors.append(str(e))
+    finally:
+        if own_bar:
+            bar.close()
+    raise DownloadError(" | ".join(errors))
 
 
-def _extract_images(archive: Path, folder: Path, member_filter: str) -> int:
-    """Extract the image files of a zip whose path contains ``member_filter``, flattened."""
-    count = 0
-    with zipfile.ZipFile(archive) as z:
-        for info in z.infolist():
-            member = info.filename
-            base = Path(member).name
-            if info.is_dir() or not base or base.startswith("."):
-                continue
-            if Path(base).suffix.lower() not in IMAGE_EXTENSIONS or member_filter not in member:
-                continue
-            target = folder / base
-            with z.open(info) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
-            count += 1
-    return count
+def download(name: str, root: str | os.PathLike | None = None, only: str = "", progress: bool = True) -> Path:
+    """Download the set ``name`` of :data:`SETS` into ``<root>/<name>/`` and return that folder.
 
-
-def download(name: str | RemoteDataset, root: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Download a test set into ``<root>/<name>/`` and return that folder (DESIGN.md §8).
-
-    ``name`` is a key of :data:`DATASETS` ("kodak", "tecnick", "clic2022") or a
-    :class:`RemoteDataset`. ``root`` defaults to :func:`default_data_root`. Files already
-    present with the right sha256 are skipped; a checksum mismatch deletes the file and
-    raises :class:`DownloadError` naming the file, the expected and the received sum.
-    Archives without a pinned checksum are fetched with a warning that prints their sum.
+    ``root`` defaults to :func:`default_data_root`; ``only`` limits the download to one
+    folder of the set ("bsds500/train" of "train"). Files already there with the right
+    sha256 are kept; every other file is fetched, checked against its pinned sum and size,
+    and renamed into place. The first file that cannot be had raises :class:`DownloadError`
+    (the files fetched before it stay, verified).
     """
-    spec = DATASETS.get(name) if isinstance(name, str) else name
-    if spec is None:
-        raise DownloadError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    folder = Path(root).expanduser() if root is not None else default_data_root()
-    folder = folder / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in tqdm(spec.files, desc=spec.name, unit="file", disable=not progress or len(spec.files) < 2):
-        download_file(f.urls, folder / f.name, f.sha256, progress=progress)
-    if spec.archive is not None:
-        have = len(list_images(folder))
-        if spec.expected_images and have >= spec.expected_images:
-            return folder
-        zpath = download_file(spec.archive.urls, folder / spec.archive.name, spec.archive.sha256, progress=progress)
-        try:
-            n = _extract_images(zpath, folder, spec.member_filter)
-        except zipfile.BadZipFile:
-            raise DownloadError(f"{zpath}: not a zip archive (the server sent something else)") from None
-        finally:
-            zpath.unlink(missing_ok=True)
-        if spec.expected_images and n != spec.expected_images:
-            warnings.warn(f"{spec.name}: extracted {n} images, expected {spec.expected_images}", stacklevel=2)
+    if name not in SETS:
+        raise DownloadError(f"unknown data set {name!r}; known: {', '.join(SETS)}")
+    folder = (Path(root).expanduser() if root is not None else default_data_root()) / name
+    files = SETS[name].files(only)
+    if not files:
+        raise DownloadError(f"{name} has no folder {only!r}")
+    with tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+        for f in files:
+            dest = folder / f.name
+            if dest.is_file() and dest.stat().st_size == f.size and sha256_file(dest) == f.sha256:
+                bar.update(f.size)
+                continue
+            download_file(f.urls, dest, f.sha256, size=f.size, bar=bar)
     return folder
 
 
-def get_dataset(name: str, download: bool = False, root: str | os.PathLike | None = None) -> Path:
-    """The folder of dataset ``name``: :func:`find_dataset`, or a fresh download if allowed.
-
-    With ``download=False`` a missing dataset raises ``FileNotFoundError`` that says how
-    to get it; with ``download=True`` a known dataset (:data:`DATASETS`) is fetched.
-    A folder holding fewer images than the dataset has (e.g. the one Tecnick image of
-    ``../shared/data``) is returned with a warning, or completed by a download if allowed.
-    """
-    try:
-        folder = find_dataset(name)
-        spec = DATASETS.get(name)
-        have = len(list_images(folder))
-        if spec is None or not spec.expected_images or have >= spec.expected_images:
-            return folder
-        if not download:
-            warnings.warn(
-                f"{folder} holds {have} of the {spec.expected_images} images of {name}; "
-                f"results on it are not results on {name}",
-                stacklevel=2,
-            )
-            return folder
-    except FileNotFoundError as e:
-        if not download:
-            hint = (
-                f" Fetch it with semlib.data.get_dataset({name!r}, download=True)."
-                if name in DATASETS
-                else ""
-            )
-            raise FileNotFoundError(str(e) + hint) from None
-        if name not in DATASETS:
-            raise FileNotFoundError(f"{e} semlib knows no download for {name!r}.") from None
-    return _download_dataset(name, root=root)
+_download_set = download      # find_dataset's argument ``download`` hides the function there
 
 
-_download_dataset = download
+def verify(name: str, folder: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """Check a folder of the set ``name`` against the pinned sums (default: the folder
+    :func:`find_dataset` finds, without downloading). Returns the file names that are
+    ``"ok"``, ``"missing"`` and ``"mismatched"``, and the ``"folder"`` checked."""
+    if name not in SETS:
+        raise DownloadError(f"unknown data set {name!r}; known: {', '.join(SETS)}")
+    folder = Path(folder) if folder is not None else find_dataset(name, download=False)
+    report = {"folder": [str(folder)], "ok": [], "missing": [], "mismatched": []}
+    for f in SETS[name].files():
+        path = folder / f.name
+        key = "missing" if not path.is_file() else "ok" if sha256_file(path) == f.sha256 else "mismatched"
+        report[key].append(f.name)
+    return report
+
+
+def where(name: str) -> tuple[Path | None, int]:
+    """The first data root's folder that holds files of the set ``name``, and how many of them."""
+    total = len(SETS[name].files())
+    for root in data_roots():
+        folder = root / name
+        if folder.is_dir():
+            have = total - len(_missing_files(name, folder))
+            if have:
+                return folder, have
+    return None, 0

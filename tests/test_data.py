@@ -1,4 +1,4 @@
-"""Downloads (DESIGN.md §8): pinned sums, atomic writes, clear errors. Never the network:
+"""Downloads (docs/METHOD.md §8): pinned sums, atomic writes, clear errors. Never the network:
 every test talks to a throwaway HTTP server on 127.0.0.1 or to a closed port."""
 
 import functools
@@ -7,13 +7,12 @@ import http.server
 import re
 import socket
 import threading
-import zipfile
 
 import numpy as np
 import pytest
 
 from semlib import data
-from semlib.data import DATASETS, DownloadError, RemoteDataset, RemoteFile, download, download_file, get_dataset
+from semlib.data import DownloadError, download, download_file
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -118,85 +117,105 @@ def test_present_but_corrupt_file_is_replaced(server, tmp_path):
     assert dest.read_bytes() == b"good"
 
 
-def test_download_dataset_of_files_and_get_dataset(server, tmp_path, monkeypatch):
+@pytest.fixture
+def fake_set(server, tmp_path, monkeypatch):
+    """A two-file set "tinyset" of SETS, pinned in a sums table of its own, served by ``server``
+    laid out like data/ and reached through SEMLIB_DATA_MIRROR. Yields (files, data root)."""
     www, base = server
-    files = {"one.png": b"\x89PNG fake 1", "two.png": b"\x89PNG fake 2"}
-    for n, b in files.items():
-        (www / n).write_bytes(b)
-    spec = RemoteDataset(
-        name="tinyset",
-        description="two files",
-        citation="test",
-        files=tuple(RemoteFile(n, (f"{base}/{n}",), _sha(b)) for n, b in files.items()),
-    )
-    monkeypatch.setitem(DATASETS, "tinyset", spec)
+    files = {"one.png": b"\x89PNG fake 1", "sub/two.png": b"\x89PNG fake 2" * 1000}
+    (www / "tinyset" / "sub").mkdir(parents=True)
+    for name, b in files.items():
+        (www / "tinyset" / name).write_bytes(b)
+    sums = tmp_path / "sums"
+    sums.mkdir()
+    (sums / "tinyset.txt").write_text("".join(f"{_sha(b)}  {len(b)}  {n}\n" for n, b in files.items()))
+    monkeypatch.setattr(data, "SUMS_DIR", sums)
+    monkeypatch.setitem(data.SETS, "tinyset", data.DataSet("tinyset", "two files", "none", (("", ("http://127.0.0.1:9/",)),)))
+    monkeypatch.setenv(data.MIRROR_VAR, base)
     monkeypatch.setenv("SEMLIB_DATA", str(tmp_path / "root"))
-    with pytest.raises(FileNotFoundError, match=r"download=True"):
-        get_dataset("tinyset")
-    folder = get_dataset("tinyset", download=True)
-    assert folder == tmp_path / "root" / "tinyset"
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
-    assert get_dataset("tinyset") == folder  # now found without downloading
+    return files, tmp_path / "root"
 
 
-def test_archive_dataset_extracts_only_the_chosen_images(server, tmp_path):
-    www, base = server
-    with zipfile.ZipFile(www / "set.zip", "w") as z:
-        z.writestr("TESTIMAGES/RGB/RGB_OR_1200x1200/img_001.png", b"one")
-        z.writestr("TESTIMAGES/RGB/RGB_OR_1200x1200/img_002.png", b"two")
-        z.writestr("TESTIMAGES/RGB/RGB_OR_600x600/img_001.png", b"small")
-        z.writestr("TESTIMAGES/README.txt", b"text")
-    spec = RemoteDataset(
-        name="arch",
-        description="zip",
-        citation="test",
-        archive=RemoteFile("set.zip", (f"{base}/set.zip",), None),
-        member_filter="RGB_OR_1200x1200/",
-        expected_images=2,
-    )
-    with pytest.warns(UserWarning, match=r"not pinned.*sha256 [0-9a-f]{64}"):
-        folder = download(spec, root=tmp_path, progress=False)
-    assert sorted(p.name for p in folder.iterdir()) == ["img_001.png", "img_002.png"]
-    assert (folder / "img_001.png").read_bytes() == b"one"
-    # a second call finds the images and does not fetch again (the server is not asked)
-    (www / "set.zip").unlink()
-    assert download(spec, root=tmp_path, progress=False) == folder
+def test_a_set_is_fetched_on_first_use_then_found(fake_set, capsys):
+    files, root = fake_set
+    with pytest.raises(FileNotFoundError, match="semlib data download tinyset"):
+        data.find_dataset("tinyset", download=False)
+    folder = data.find_dataset("tinyset")
+    assert "downloading 2 files" in capsys.readouterr().out
+    assert folder == root / "tinyset"
+    assert {n: (folder / n).read_bytes() for n in files} == files
+    assert data.verify("tinyset")["ok"] == sorted(files)
+    assert data.find_dataset("tinyset") == folder and capsys.readouterr().out == ""   # found, not fetched
+
+
+def test_one_folder_of_a_set_is_fetched_alone(fake_set):
+    files, root = fake_set
+    assert data.find_dataset("tinyset/sub") == root / "tinyset" / "sub"
+    assert not (root / "tinyset" / "one.png").exists()
+
+
+def test_an_interrupted_download_is_completed(fake_set):
+    files, root = fake_set
+    (root / "tinyset").mkdir(parents=True)
+    (root / "tinyset" / "one.png").write_bytes(files["one.png"])
+    assert data.find_dataset("tinyset") == root / "tinyset"
+    assert (root / "tinyset" / "sub" / "two.png").read_bytes() == files["sub/two.png"]
+
+
+def test_a_corrupt_mirror_leaves_nothing_in_place(fake_set, server):
+    files, root = fake_set
+    www, _ = server
+    (www / "tinyset" / "sub" / "two.png").write_bytes(b"x" * len(files["sub/two.png"]))
+    with pytest.raises(DownloadError, match="checksum mismatch for two.png"):
+        download("tinyset", progress=False)
+    assert not (root / "tinyset" / "sub" / "two.png").exists() and _leftovers(root / "tinyset" / "sub") == []
+
+
+def test_a_short_file_is_refused(fake_set, server):
+    files, root = fake_set
+    www, _ = server
+    (www / "tinyset" / "one.png").write_bytes(files["one.png"][:5])
+    with pytest.raises(DownloadError, match=r"broke off: 5 of 11 bytes"):
+        download("tinyset", progress=False)
+    assert list((root / "tinyset").iterdir()) == []
+
+
+def test_offline_is_one_line(fake_set, monkeypatch):
+    monkeypatch.setenv(data.MIRROR_VAR, _closed_port_url().rsplit("/", 1)[0])
+    with pytest.raises(DownloadError) as err:
+        data.find_dataset("tinyset")
+    assert "offline?" in str(err.value) and "\n" not in str(err.value)
+    assert err.value._render_traceback_() == [f"DownloadError: {err.value}"]   # what Jupyter prints
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(DownloadError, match=r"unknown dataset 'nosuch'.*kodak"):
+    with pytest.raises(DownloadError, match=r"unknown data set 'nosuch'.*kodak"):
         download("nosuch", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="'nosuch' not found"):
+        data.find_dataset("nosuch")
 
 
-def test_kodak_registry_is_pinned_per_file():
-    spec = DATASETS["kodak"]
-    names = [f.name for f in spec.files]
-    assert names == [f"kodim{i:02d}.png" for i in range(1, 25)]
-    for f in spec.files:
-        assert re.fullmatch(r"[0-9a-f]{64}", f.sha256)
-        assert f.urls[0] == f"https://r0k.us/graphics/kodak/kodak/{f.name}"
-    assert len({f.sha256 for f in spec.files}) == 24
-    # the archives have no published sums: the registry must say so, not invent one
-    for name in ("tecnick", "clic2022"):
-        assert DATASETS[name].archive.sha256 is None
+@pytest.mark.parametrize("name", list(data.SETS))
+def test_every_file_of_every_set_is_pinned_and_has_a_source(name, monkeypatch):
+    monkeypatch.delenv(data.MIRROR_VAR, raising=False)
+    files = data.SETS[name].files()
+    assert files and len({f.name for f in files}) == len(files)
+    for f in files:
+        assert re.fullmatch(r"[0-9a-f]{64}", f.sha256) and f.size > 0
+        assert f.urls and all(u.startswith("https://") for u in f.urls)
+        assert all(re.search(r"/[0-9a-f]{40}/", u) for u in f.urls if "githubusercontent" in u)   # pinned commits
 
 
-def test_pinned_kodak_sums_match_the_local_copy():
-    try:
-        folder = data.find_dataset("kodak")
-    except FileNotFoundError:
-        pytest.skip("Kodak is not available here")
-    for f in DATASETS["kodak"].files[:4]:  # a few files keep the test fast
-        assert data.sha256_file(folder / f.name) == f.sha256
+def test_the_sets_hold_what_their_descriptions_say():
+    count = {name: len(s.files()) for name, s in data.SETS.items()}
+    assert count == {"kodak": 24, "tecnick": 1, "clic_sample": 5, "train": 1143}
+    assert [f.name for f in data.SETS["kodak"].files()] == [f"kodim{i:02d}.png" for i in range(1, 25)]
+    assert len(data.SETS["train"].files("bsds500/train")) == 200
+    renamed = [f for f in data.SETS["train"].files() if "carpenter" in f.name]
+    assert renamed[0].urls[0].endswith("n02966687_carpenter%27s_kit.JPEG")   # the source's own name
 
 
-def test_a_partial_dataset_is_returned_with_a_warning(tmp_path, monkeypatch):
-    spec = RemoteDataset(name="part", description="3 images", citation="t",
-                         files=tuple(RemoteFile(f"{i}.png", ("http://127.0.0.1:9/x",), None) for i in range(3)),
-                         expected_images=3)
-    monkeypatch.setitem(DATASETS, "part", spec)
-    monkeypatch.setenv("SEMLIB_DATA", str(tmp_path))
-    (tmp_path / "part").mkdir()
-    (tmp_path / "part" / "0.png").write_bytes(b"x")
-    with pytest.warns(UserWarning, match="holds 1 of the 3 images"):
-        assert get_dataset("part") == tmp_path / "part"
+def test_the_mirror_replaces_every_source(monkeypatch):
+    monkeypatch.setenv(data.MIRROR_VAR, "http://127.0.0.1:1234/copy/")
+    f = data.SETS["train"].files("bsds500/val")[0]
+    assert f.urls == (f"http://127.0.0.1:1234/copy/train/{f.name}",)

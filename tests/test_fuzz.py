@@ -167,7 +167,7 @@ def test_a_few_hundred_mutated_files_decode_or_raise_format_error(seeds, tiny_mo
 @given(which=st.integers(0, 3), garbage=st.binary(min_size=0, max_size=700))
 def test_garbage_in_a_latent_string_raises_format_error(seeds, tiny_model, which, garbage):
     """CRC and lengths recomputed, so the rANS decoder itself reads the garbage."""
-    data = seeds["parrots_g300"]
+    data = seeds["photo_g300"]
     pos, body = fuzz.layout(data), fuzz.body_of(data)
     strings = [bytes(body[a:a + m]) for a, m in pos["strings"]]
     if strings[which] == garbage:
@@ -193,8 +193,8 @@ def test_a_forged_huge_size_fails_fast_without_allocating(tmp_path, seeds, tiny_
     """10000 x 10000 pixels claimed by a file of a few hundred bytes: the decoder fails at
     the first latent string, before building anything of the claimed size (checked in a
     fresh process, whose peak RSS must not grow by more than 200 MB)."""
-    files = {"scalar": _forged(seeds["parrots_g300"], 10000, 10000),
-             "roi": _forged(seeds["parrots_roi"], 10000, 10000)}
+    files = {"scalar": _forged(seeds["photo_g300"], 10000, 10000),
+             "roi": _forged(seeds["photo_roi"], 10000, 10000)}
     assert codec.parse(files["roi"]).levels.q.shape == (1250, 1250)
     for name, data in files.items():
         (tmp_path / f"{name}.semc").write_bytes(data)
@@ -227,8 +227,8 @@ for name in ("scalar", "roi"):
 def test_a_valid_file_with_a_smaller_size_in_the_same_grid_decodes_to_that_size(seeds, tiny_model):
     """A forged size that pads to the same 64-pixel grid leaves a valid file: it decodes,
     cropped to the new size (one of the 'decoded' outcomes of the fuzzer)."""
-    full = codec.decode(seeds["parrots_g300"], model=tiny_model)
-    small = codec.decode(_forged(seeds["parrots_g300"], 70, 100), model=tiny_model)
+    full = codec.decode(seeds["photo_g300"], model=tiny_model)
+    small = codec.decode(_forged(seeds["photo_g300"], 70, 100), model=tiny_model)
     assert small.shape == (70, 100, 3) and small.dtype == np.uint8
     assert np.array_equal(small, full[:70, :100])
 

@@ -225,6 +225,7 @@ def test_the_command_line_trains_and_evaluates(tmp_path, image_dir, capsys):
                    "uniform", "--out", str(results), "--no-progress"]) == 0
     d = json.loads(results.read_text())
     assert d["meta"]["num_images"] == 2 and d["meta"]["training"]["steps"] == 3
-    assert P.main(["eval", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "n.json")]) == 2
+    assert P.main(["eval", "--checkpoint", str(tmp_path / "nope.pt"), "--data", str(image_dir),
+                   "--out", str(tmp_path / "n.json")]) == 2
     err = capsys.readouterr().err
     assert "no such checkpoint" in err and len(err.strip().splitlines()) == 1

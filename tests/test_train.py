@@ -318,7 +318,8 @@ def test_the_trained_checkpoint_is_a_bit_exact_codec(trained, photo):
     enc = codec.encode_image(photo, gamma=256.0, model=load_model(out))
     decoded = codec.decode(enc.data, model=load_model(out))      # a fresh load: same weights, same priors
     assert np.array_equal(decoded, enc.x_hat)
-    assert metrics.psnr(photo, decoded) > 12
+    flat = np.full_like(photo, int(round(photo.mean())))                # the photo's mean grey
+    assert metrics.psnr(photo, decoded) > metrics.psnr(photo, flat)     # 40 steps learn more than a mean
 
 
 def test_export_writes_the_ema_weights(trained, tmp_path):
