@@ -1,5 +1,5 @@
 """Draw docs/overview.png, the README's picture: a Kodak photo, its Grad-CAM importance,
-the block levels T_i / M and the per-block gamma (DESIGN §1-2). Run from anywhere:
+the block levels T_i / M and the per-block gamma (docs/METHOD.md §1-2). Run from anywhere:
 ``python docs/make_overview.py [kodimNN]``."""
 
 import sys

@@ -151,7 +151,7 @@ def main() -> None:
          "- float16 against float32 weights, real files on 3 Kodak images at 3 γ: `results/training/fp16_check.txt`.",
          f"- One model for every rate: γ ∈ [{meta.get('gamma_lo', 32):g}, {meta.get('gamma_hi', 2048):g}] "
          "(QARV's units: rate in nats per sub-pixel, MSE on [−1, 1]), and per-block γ maps (ROI).",
-         f"- Loss R + γ·(MSE + β·(1 − SI-SSIM)) with β = {meta.get('beta')} (DESIGN §6).", "",
+         f"- Loss R + γ·(MSE + β·(1 − SI-SSIM)) with β = {meta.get('beta')} (docs/METHOD.md §6).", "",
          "## Training", "",
          f"- Data: {meta.get('images')} photos under `../shared/data/train/` (BSDS500 and an ImageNet sample; "
          "licences in its SOURCES.md), random crops, Grad-CAM importance maps computed once and cached.",

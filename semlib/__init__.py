@@ -1,6 +1,6 @@
 """semlib: semantic-aware variable-rate learned image compression.
 
-One module per idea of the method (see DESIGN.md of the project):
+One module per idea of the method (see docs/METHOD.md of the project):
 
 - :mod:`semlib.importance`  Grad-CAM semantic importance maps            (§1)
 - :mod:`semlib.allocation`  8x8 block levels V_i, L_i, T_i and gamma maps (§2)

@@ -1,6 +1,6 @@
 """Block bit allocation: from an importance map to one compression level per 8x8 block.
 
-DESIGN.md §2 (paper §2.3), one function per equation:
+docs/METHOD.md §2 (paper §2.3), one function per equation:
 
     pad_to_blocks      pad the last row/column by edge replication to multiples of 8
     block_importance   V_i = Σ_{(x,y) ∈ block i} g(x,y)
@@ -19,7 +19,7 @@ one prints).
 The default level range is ``(0.25, 4.0)`` around the default mean level 1: a block
 gets at most four times, and at least a quarter of, the average level. With κ = 1 that
 is a factor of 16 between the least and the most important block, which keeps
-γ_i inside the trained range [32, 2048] (DESIGN §5) for every γ in [128, 512].
+γ_i inside the trained range [32, 2048] (docs/METHOD.md §5) for every γ in [128, 512].
 """
 
 from __future__ import annotations
@@ -57,13 +57,13 @@ def _check_block(block: int) -> int:
 
 
 def num_blocks(height: int, width: int, block: int = BLOCK) -> tuple[int, int]:
-    """Blocks along each axis: (ceil(H/block), ceil(W/block)) (DESIGN §2, N = their product)."""
+    """Blocks along each axis: (ceil(H/block), ceil(W/block)) (docs/METHOD.md §2, N = their product)."""
     block = _check_block(block)
     return -(-int(height) // block), -(-int(width) // block)
 
 
 def pad_to_blocks(g, block: int = BLOCK) -> np.ndarray:
-    """Pad a map H x W to multiples of ``block`` by edge replication (DESIGN §2).
+    """Pad a map H x W to multiples of ``block`` by edge replication (docs/METHOD.md §2).
 
     The last row and column are repeated, so a partial block at the border is
     filled with the values of its nearest pixels. A map whose sides are already
@@ -79,7 +79,7 @@ def pad_to_blocks(g, block: int = BLOCK) -> np.ndarray:
 
 
 def block_importance(g, block: int = BLOCK) -> np.ndarray:
-    """V_i = Σ_{(x,y) ∈ block i} g(x,y): semantic importance of each block (DESIGN §2).
+    """V_i = Σ_{(x,y) ∈ block i} g(x,y): semantic importance of each block (docs/METHOD.md §2).
 
     ``g`` is the importance map (grey levels >= 0, H x W). The map is padded by
     :func:`pad_to_blocks` first, so ``V`` has ceil(H/8) x ceil(W/8) entries.
@@ -90,7 +90,7 @@ def block_importance(g, block: int = BLOCK) -> np.ndarray:
 
 
 def semantic_levels(V) -> np.ndarray:
-    """L_i = V_i / Σ_j V_j: the semantic level of each block, Σ_i L_i = 1 (DESIGN §2).
+    """L_i = V_i / Σ_j V_j: the semantic level of each block, Σ_i L_i = 1 (docs/METHOD.md §2).
 
     If every V_i is zero (no block is important) the levels are uniform, 1/N each,
     never NaN.
@@ -123,7 +123,7 @@ def _check_levels_setting(mean_level, level_range) -> tuple[float, float, float]
 
 
 def computed_levels(L, mean_level: float = 1.0) -> np.ndarray:
-    """T_i = N · M̄ · L_i = M̄ · V_i / V̄: computed level of each block, before clipping (DESIGN §2).
+    """T_i = N · M̄ · L_i = M̄ · V_i / V̄: computed level of each block, before clipping (docs/METHOD.md §2).
 
     Accepts the levels ``L`` or the block importances ``V`` (they are normalised
     first, which leaves ``L`` as it is). The mean of T is M̄: the budget is kept.
@@ -136,7 +136,7 @@ def computed_levels(L, mean_level: float = 1.0) -> np.ndarray:
 
 
 def water_fill(T, mean_level: float = 1.0, level_range=DEFAULT_LEVEL_RANGE) -> np.ndarray:
-    """Clip levels to [M_min, M_max] and redistribute the excess so that the mean is M̄ again (DESIGN §2).
+    """Clip levels to [M_min, M_max] and redistribute the excess so that the mean is M̄ again (docs/METHOD.md §2).
 
     Water-filling: the result is T'_i = clip(s · T_i, lo, hi), with the one scale s
     for which mean(T') = M̄. Blocks inside the range keep levels proportional to
@@ -185,7 +185,7 @@ def water_fill(T, mean_level: float = 1.0, level_range=DEFAULT_LEVEL_RANGE) -> n
 
 
 def target_levels(L, mean_level: float = 1.0, level_range=DEFAULT_LEVEL_RANGE) -> np.ndarray:
-    """T_i = N · M̄ · L_i, clipped to ``level_range`` with the mean M̄ kept (DESIGN §2).
+    """T_i = N · M̄ · L_i, clipped to ``level_range`` with the mean M̄ kept (docs/METHOD.md §2).
 
     ``L`` may be the levels or the block importances ``V``. Raises ValueError if
     M̄ is not finite and positive, if the range is not finite with lo > 0, or if
@@ -196,7 +196,7 @@ def target_levels(L, mean_level: float = 1.0, level_range=DEFAULT_LEVEL_RANGE) -
 
 
 def gamma_map(gamma: float, T, mean_level: float = 1.0, kappa: float = 1.0) -> np.ndarray:
-    """γ_i = γ · (T_i / M̄)^κ: the Lagrange multiplier of each block (DESIGN §2, the project's choice).
+    """γ_i = γ · (T_i / M̄)^κ: the Lagrange multiplier of each block (docs/METHOD.md §2, the project's choice).
 
     κ = 0 gives the constant map γ (uniform coding); larger κ follows the
     semantic levels more strongly. Returns a float32 block map. Raises ValueError
@@ -236,7 +236,7 @@ def upsample_blocks(block_map, height: int, width: int, block: int = BLOCK) -> n
 
 @dataclass
 class Allocation:
-    """The result of :func:`allocate`: every quantity of DESIGN §2 for one image."""
+    """The result of :func:`allocate`: every quantity of docs/METHOD.md §2 for one image."""
 
     V: np.ndarray  # block importance, float64
     L: np.ndarray  # semantic levels, Σ = 1, float64
@@ -264,7 +264,7 @@ def allocate(
     level_range=DEFAULT_LEVEL_RANGE,
     block: int = BLOCK,
 ) -> Allocation:
-    """Importance map H x W -> V, L, T and the γ map, in one call (DESIGN §2).
+    """Importance map H x W -> V, L, T and the γ map, in one call (docs/METHOD.md §2).
 
     ``importance`` is a grey-level map >= 0 (e.g. :func:`semlib.importance.importance_map`).
     See the module docstring for the default level range.

@@ -13,7 +13,7 @@ of them (and the project's own learned codec) the same way:
 
 The rate of a point is always the size of the whole file the codec wrote (container
 and headers included), 8 · bytes / (H · W) bits per pixel, as for the published
-anchors (DESIGN.md §9). Codecs whose library is missing stay in :data:`CODECS` and
+anchors (docs/METHOD.md §9). Codecs whose library is missing stay in :data:`CODECS` and
 say why they cannot run (:meth:`Codec.unavailable_reason`).
 
 The settings, and why:

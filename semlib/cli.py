@@ -1,4 +1,4 @@
-"""The ``semlib`` command line (DESIGN §9).
+"""The ``semlib`` command line (docs/METHOD.md §9).
 
     semlib importance IMAGE -o MAP.png
     semlib metrics REF REC [--importance MAP.png] [--json]
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("importance", help="Grad-CAM importance map of an image, as a grey PNG",
-                       description="Write the semantic importance map (Grad-CAM, DESIGN §1) of IMAGE as a grey PNG of the same size.")
+                       description="Write the semantic importance map (Grad-CAM, docs/METHOD.md §1) of IMAGE as a grey PNG of the same size.")
     s.add_argument("image", help="input image (PNG, JPEG, ...), or skimage:NAME for a photo shipped with scikit-image")
     s.add_argument("-o", "--output", required=True, help="output PNG (0..255, or 0..65535 with --bits 16)")
     s.add_argument("--classifier", default="efficientnet_lite0",
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_importance)
 
     s = sub.add_parser("metrics", help="PSNR, MS-SSIM, SSIM and SI-SSIM of a reconstruction",
-                       description="Compare REC against REF. SI-SSIM weights each 8x8 block's SSIM by its importance (DESIGN §3); "
+                       description="Compare REC against REF. SI-SSIM weights each 8x8 block's SSIM by its importance (docs/METHOD.md §3); "
                                    "without --importance the map is uniform and SI-SSIM equals the mean SSIM.")
     s.add_argument("ref", help="reference image")
     s.add_argument("rec", help="reconstructed image, same size")
@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compress", help="compress an image into a .semc file",
                        description="Compress IMAGE at a Lagrange multiplier --gamma (QARV units, 32..2048 trained) or at a "
                                    "target rate --bpp (a search over gamma). With --roi the gamma of each 8x8 block follows "
-                                   "its semantic level: gamma * (T_i / M)^kappa (DESIGN §2).")
+                                   "its semantic level: gamma * (T_i / M)^kappa (docs/METHOD.md §2).")
     s.add_argument("image", help="input image, or skimage:NAME (e.g. skimage:astronaut)")
     s.add_argument("output", help="output .semc file")
     rate = s.add_mutually_exclusive_group(required=True)

@@ -1,4 +1,4 @@
-"""The ``.semc`` file: encode an image into bytes and decode it back (DESIGN §4, §9).
+"""The ``.semc`` file: encode an image into bytes and decode it back (docs/METHOD.md §4, §9).
 
 File format, version 1 (all integers little-endian)::
 
@@ -18,7 +18,7 @@ File format, version 1 (all integers little-endian)::
     .       4     log of the largest level ratio, float32
     .       4     m = length of the packed level map
     .       m     zlib-compressed uint8 block levels, ceil(H/8) x ceil(W/8), row-major;
-                  q in 0..255 stands for the level ratio r = T_i / M (DESIGN §2),
+                  q in 0..255 stands for the level ratio r = T_i / M (docs/METHOD.md §2),
                   log r = lo + q / 255 * (hi - lo), and the block's gamma is gamma * r^kappa
     -- always --
     .       1     k = number of latent strings
@@ -152,7 +152,7 @@ class LevelMap:
         return np.exp(self.log_lo + self.q.astype(np.float64) / 255.0 * span)
 
     def gamma_map(self, gamma: float) -> np.ndarray:
-        """gamma_i = gamma * r_i ** kappa (DESIGN §2), float32 (inf or 0 where it over- or
+        """gamma_i = gamma * r_i ** kappa (docs/METHOD.md §2), float32 (inf or 0 where it over- or
         underflows: :func:`decode` refuses such a map)."""
         with np.errstate(over="ignore", under="ignore"):
             return (gamma * self.ratios() ** self.kappa).astype(np.float32)
@@ -339,9 +339,9 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
                  refine_lr: float | None = None, refine_first: int = 0, **alloc) -> Encoded:
     """Compress ``image`` at a given ``gamma`` or at a ``target_bpp`` (rate control).
 
-    ``importance``: None (uniform gamma), ``'auto'`` (Grad-CAM map of the image, DESIGN §1),
+    ``importance``: None (uniform gamma), ``'auto'`` (Grad-CAM map of the image, docs/METHOD.md §1),
     or a mask/map (array or path) painted by the user; it sets the block levels T_i / M
-    (DESIGN §2), and each block codes at ``gamma * (T_i / M) ** kappa``.
+    (docs/METHOD.md §2), and each block codes at ``gamma * (T_i / M) ** kappa``.
 
     Rate control, with the level map held: it encodes at the two ends of ``gamma_range``
     (default: the model's trained range, :func:`trained_range`) first, then searches log gamma by false position (log bpp is close to linear in it)

@@ -3,13 +3,13 @@
 :func:`run_demo` takes a photo (by default scikit-image's astronaut, which ships with
 a dependency: nothing is downloaded) and
 
-1. computes its Grad-CAM importance map (DESIGN §1);
-2. compresses it at a target bpp twice with the learned codec (DESIGN §4): once with
+1. computes its Grad-CAM importance map (docs/METHOD.md §1);
+2. compresses it at a target bpp twice with the learned codec (docs/METHOD.md §4): once with
    one gamma for the whole image, once with the ROI map gamma_i = gamma (T_i / M)^kappa
-   of the 8x8 blocks (DESIGN §2); both are real ``.semc`` files on disk;
+   of the 8x8 blocks (docs/METHOD.md §2); both are real ``.semc`` files on disk;
 3. decodes both files and checks that the decoder gives the encoder's reconstruction;
 4. compresses it with JPEG at the same bpp (Pillow, quality found by bisection);
-5. scores the three by bpp (from the file sizes), PSNR, SI-SSIM (DESIGN §3) and the
+5. scores the three by bpp (from the file sizes), PSNR, SI-SSIM (docs/METHOD.md §3) and the
    PSNR of the most important 20 % of the pixels, and draws one figure.
 """
 
@@ -46,7 +46,7 @@ class Reconstruction:
     num_bytes: int            # its size on disk
     bpp: float                # 8 * num_bytes / (H * W)
     psnr: float               # dB, whole image
-    si_ssim: float            # SSIM weighted by the importance of each 8x8 block (DESIGN §3)
+    si_ssim: float            # SSIM weighted by the importance of each 8x8 block (docs/METHOD.md §3)
     psnr_top: float           # dB, the most important 20 % of the pixels
     image: np.ndarray         # the decoded image, uint8 H x W x 3
     setting: str              # how it was coded: "gamma 152.2", "quality 37"

@@ -5,9 +5,9 @@ A *codec* here is anything with the contract of :class:`semlib.baselines.Codec`:
 operating points), ``quality_name``, ``version()``. The classical codecs of
 :data:`semlib.baselines.CODECS` have it, and :func:`learned_codec` wraps the project's
 own model (``semlib.codec.encode(image, gamma=...)`` / ``decode``), whose operating
-points are values of γ (DESIGN.md §5).
+points are values of γ (docs/METHOD.md §5).
 
-:func:`evaluate_codec` measures, for every image and operating point (DESIGN.md §3, §9):
+:func:`evaluate_codec` measures, for every image and operating point (docs/METHOD.md §3, §9):
 
 - ``bpp``: 8 · (bytes of the whole file) / (H · W);
 - ``psnr-rgb``: :func:`semlib.metrics.psnr` over the three 8-bit channels;
@@ -15,7 +15,7 @@ points are values of γ (DESIGN.md §5).
   data range 255); ``None`` for images under 161 pixels on a side;
 - ``ssim``: mean SSIM (:func:`semlib.metrics.ssim`);
 - ``si-ssim``: :func:`semlib.metrics.si_ssim` weighted by the Grad-CAM importance map
-  of the original image (DESIGN.md §1, §3);
+  of the original image (docs/METHOD.md §1, §3);
 - ``encoding_time`` / ``decoding_time``: seconds of one ``encode`` / ``decode`` call.
 
 Averages over the images (the mean of the per-image values, as CompressAI reports
@@ -81,10 +81,10 @@ def sweep_gammas(lo: float, hi: float) -> tuple[float, ...]:
 def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: float = 1.0) -> Codec:
     """The project's codec (:mod:`semlib.codec`) as a :class:`~semlib.baselines.Codec`.
 
-    Its knob is γ (DESIGN.md §5: higher γ, higher quality and rate); ``gammas`` are the
+    Its knob is γ (docs/METHOD.md §5: higher γ, higher quality and rate); ``gammas`` are the
     sweep's operating points (default: the powers of two over the model's trained range,
     :func:`sweep_gammas`; 32 ... 2048 for a model trained on the paper's range). ``roi="auto"`` codes each 8 x 8 block at
-    γ·(T_i / M̄)^κ from the Grad-CAM levels (DESIGN.md §2), inside the encoder (its time
+    γ·(T_i / M̄)^κ from the Grad-CAM levels (docs/METHOD.md §2), inside the encoder (its time
     counts as encoding time). ``checkpoint=None``: the checkpoint shipped with semlib.
     """
     from semlib import codec as scodec
@@ -373,7 +373,7 @@ def _evaluate(codec, images, qualities, target_bpps, importance, tol, cache_dir,
                 importance if isinstance(importance, (str, type(None))) else "", "custom function"),
             "metrics": "bpp = 8*bytes/(H*W) of the whole file; psnr-rgb over 8-bit RGB; ms-ssim-rgb "
                        "pytorch_msssim on 8-bit RGB, data_range 255 (CompressAI convention); ssim and "
-                       "si-ssim per DESIGN.md §3 (11x11 Gaussian, sigma 1.5, data range 1); psnr-roi20 over "
+                       "si-ssim per docs/METHOD.md §3 (11x11 Gaussian, sigma 1.5, data range 1); psnr-roi20 over "
                        "the 20 % of pixels with the highest importance; values are "
                        "means over the images; times are seconds per image",
             "versions": _versions(),
@@ -520,7 +520,7 @@ def _display_name(curve: dict) -> str:
 
 
 def bd_table(results, anchor, metric: str = "psnr-rgb", dataset: str = "kodak") -> list[dict]:
-    """BD-rate (%) and BD-quality of each result against ``anchor`` (DESIGN.md §9).
+    """BD-rate (%) and BD-quality of each result against ``anchor`` (docs/METHOD.md §9).
 
     ``anchor``: a results dict, a path, or the name of a published curve of ``dataset``.
     Each row: ``{"name", "anchor", "metric", "bd_rate", "bd_quality", "error"}`` where
@@ -564,7 +564,7 @@ def format_bd_table(rows: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# semlib eval (DESIGN.md §9)
+# semlib eval (docs/METHOD.md §9)
 
 
 def _floats(text: str) -> list[float]:
@@ -644,7 +644,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def main_eval(argv: list[str] | None = None) -> int:
-    """``semlib eval --codec NAME --data DIR -o RESULTS.json`` (DESIGN.md §9)."""
+    """``semlib eval --codec NAME --data DIR -o RESULTS.json`` (docs/METHOD.md §9)."""
     p = argparse.ArgumentParser(prog="semlib eval", description="Sweep a codec over a folder of images into a results JSON.")
     add_eval_arguments(p)
     return run_eval(p.parse_args(argv))

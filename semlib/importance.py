@@ -1,4 +1,4 @@
-"""Semantic importance maps by Grad-CAM (DESIGN.md §1; paper §2.1, Fig. 2-3).
+"""Semantic importance maps by Grad-CAM (docs/METHOD.md §1; paper §2.1, Fig. 2-3).
 
 A CNN classifier turns the image into feature maps ``F`` (K channels, h x w), pools
 them and scores M classes, ``Z = W . GAP(F) + b``. For a class ``c``:
@@ -20,7 +20,7 @@ on Caltech-256; torchvision's ``vgg16`` and ``resnet50`` are registered too, for
 users who can download their weights.
 
 Beyond the paper, as options: the top-k classes weighted by their probabilities,
-and a user mask in place of Grad-CAM (DESIGN.md §1, last paragraph).
+and a user mask in place of Grad-CAM (docs/METHOD.md §1, last paragraph).
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ def predict(image, classifier="efficientnet_lite0", topk: int = 5,
 
 
 # ---------------------------------------------------------------------------
-# 3. Grad-CAM, one equation of DESIGN.md §1 per function
+# 3. Grad-CAM, one equation of docs/METHOD.md §1 per function
 # ---------------------------------------------------------------------------
 
 def features_and_logits(classifier: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,7 +455,7 @@ def class_index(target, categories: list[str]) -> int:
 
 def gradcam(image, *, classifier="efficientnet_lite0", target=None, topk: int | None = None,
             short_side: int | None = None) -> GradCAMResult:
-    """Grad-CAM importance of ``image`` for one class (DESIGN.md §1), with what was used.
+    """Grad-CAM importance of ``image`` for one class (docs/METHOD.md §1), with what was used.
 
     ``target``: class index or name (default: the top-1 class). ``topk=k``: the
     probability-weighted sum of the k most probable classes' maps, each scaled to
@@ -554,7 +554,7 @@ def mask_map(mask, size: tuple[int, int]) -> np.ndarray:
 
 def importance_map(image, *, classifier="efficientnet_lite0", target=None, topk: int | None = None,
                    mask=None, short_side: int | None = None) -> np.ndarray:
-    """Semantic importance of each pixel, float32 H x W in [0, 1] (DESIGN.md §1).
+    """Semantic importance of each pixel, float32 H x W in [0, 1] (docs/METHOD.md §1).
 
     Grad-CAM of ``classifier`` for ``target`` (index or name; default top-1), or the
     top-k mixture, or, when ``mask`` is given, that mask in place of Grad-CAM.

@@ -3,7 +3,7 @@
 Two kinds of functions live here:
 
 - differentiable torch metrics for training and analysis, :func:`ssim_map`,
-  :func:`block_ssim`, :func:`ssim` and :func:`si_ssim` (DESIGN.md §3): they take
+  :func:`block_ssim`, :func:`ssim` and :func:`si_ssim` (docs/METHOD.md §3): they take
   float tensors N x 3 x H x W in [0, 1], return tensors, and compute in float32
   even under bf16 autocast;
 - evaluation metrics that report numbers, :func:`psnr` and :func:`ms_ssim`: a
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from semlib.allocation import BLOCK
 
-# DESIGN §3: SSIM's window and constants.
+# docs/METHOD.md §3: SSIM's window and constants.
 SSIM_WIN = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
@@ -148,7 +148,7 @@ def _unit(image, name: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------
-# SSIM and SI-SSIM (DESIGN §3)
+# SSIM and SI-SSIM (docs/METHOD.md §3)
 
 
 def gaussian_window(size: int = SSIM_WIN, sigma: float = SSIM_SIGMA) -> torch.Tensor:
@@ -179,7 +179,7 @@ def _gaussian_filter(t: torch.Tensor) -> torch.Tensor:
 
 
 def ssim_map(x, y, data_range: float = 1.0) -> torch.Tensor:
-    """The SSIM map, N x H x W, full size (DESIGN §3).
+    """The SSIM map, N x H x W, full size (docs/METHOD.md §3).
 
     Local means, variances and covariance under an 11 x 11 Gaussian window
     (σ = 1.5), K1 = 0.01, K2 = 0.03, data range 1; the SSIM of each colour
@@ -232,7 +232,7 @@ def _block_sums(m: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def block_ssim(x, y, block: int = BLOCK, data_range: float = 1.0) -> torch.Tensor:
-    """SSIM_i: the mean of the SSIM map over each 8 x 8 block, N x ceil(H/8) x ceil(W/8) (DESIGN §3).
+    """SSIM_i: the mean of the SSIM map over each 8 x 8 block, N x ceil(H/8) x ceil(W/8) (docs/METHOD.md §3).
 
     The map is padded to whole blocks by edge replication, exactly as the
     importance map is in :func:`semlib.allocation.pad_to_blocks`.
@@ -275,7 +275,7 @@ def si_ssim(
     data_range: float = 1.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """SI-SSIM = Σ_i L_i · SSIM_i, the SSIM weighted by semantic importance (DESIGN §3).
+    """SI-SSIM = Σ_i L_i · SSIM_i, the SSIM weighted by semantic importance (docs/METHOD.md §3).
 
     ``importance``: the importance map of the reference ``x`` (H x W for all
     images, or N x H x W), from which L_i = V_i / Σ V_j is computed as in
@@ -301,7 +301,7 @@ def si_ssim(
 
 
 def ms_ssim(x, y):
-    """MS-SSIM with CompressAI's convention for published results (DESIGN §9).
+    """MS-SSIM with CompressAI's convention for published results (docs/METHOD.md §9).
 
     RGB images are quantised to 8 bits (``round(clamp(x·255, 0, 255))``) and scored
     by ``pytorch_msssim.ms_ssim(..., data_range=255)`` with its defaults (5 scales,

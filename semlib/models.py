@@ -1,4 +1,4 @@
-"""The gamma-conditioned hierarchical ResNet VAE (DESIGN §4-5), after QRes-VAE / QARV.
+"""The gamma-conditioned hierarchical ResNet VAE (docs/METHOD.md §4-5), after QRes-VAE / QARV.
 
 Reading order, coarse to fine:
 
@@ -9,14 +9,14 @@ Reading order, coarse to fine:
 * **Top-down decoder**: a learned constant at /64, then at each scale /64, /32, /16, /8
   one or more *latent blocks*, plain residual blocks, and a 2x pixel-shuffle up; at /4
   residual blocks and a 4x pixel-shuffle back to the image.
-* **Latent block** i (DESIGN §4): from the decoder state it predicts the prior
+* **Latent block** i (docs/METHOD.md §4): from the decoder state it predicts the prior
   ``p_i(z_i | z_<i, gamma)`` = N(mu_p, sigma_p) convolved with U(-1/2, 1/2); from the
   decoder state *and* the encoder feature it predicts the posterior mean mu_q; the
   posterior is U(mu_q - 1/2, mu_q + 1/2): uniform noise in training, rounding relative to
   the prior mean at test time, ``z_i = round(mu_q - mu_p) + mu_p``. Its likelihood under
   the prior is the rate; at test time the integer ``round(mu_q - mu_p)`` is entropy coded
   with compressai's ``GaussianConditional`` (rANS, a fixed table of scales).
-* **Gamma conditioning** (DESIGN §5): log gamma, normalised over the training range, goes
+* **Gamma conditioning** (docs/METHOD.md §5): log gamma, normalised over the training range, goes
   through a sinusoidal embedding and Linear-GELU-Linear; every residual and latent block
   (encoder and decoder, posterior and prior) turns it into a per-channel scale and shift
   applied after its normalisation (AdaLN). Gamma is a *map*, one value per 8x8 block,
@@ -186,7 +186,7 @@ class ResBlock(nn.Module):
 
 
 class LatentBlock(nn.Module):
-    """One latent variable z_i of the top-down path (DESIGN §4).
+    """One latent variable z_i of the top-down path (docs/METHOD.md §4).
 
     prior     p_i(z_i | z_<i, gamma):    decoder state -> ResBlock -> 1x1 -> (mu_p, log sigma_p)
     posterior q_i(z_i | x, z_<i, gamma): [decoder state, encoder feature] -> 1x1 -> ResBlock -> 1x1 -> mu_q

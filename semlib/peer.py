@@ -1,5 +1,5 @@
 """A fixed-rate peer for the side-by-side comparison: CompressAI's MeanScaleHyperprior trained
-on the same data, crops and machine as our gamma-conditioned codec (DESIGN §9, issue 5).
+on the same data, crops and machine as our gamma-conditioned codec (docs/METHOD.md §9, issue 5).
 
 Read top to bottom; each part is one idea:
 

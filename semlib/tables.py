@@ -1,5 +1,5 @@
 """The paper's reported numbers, as CLAIMS, and the tables that set them beside what can
-be looked up or measured here (DESIGN.md §7).
+be looked up or measured here (docs/METHOD.md §7).
 
 :data:`CLAIMS` holds every number of the paper's Tables 1–4 (the paper behind this
 project, whose own method is the "Song method"; Kodak at 1.12, 0.75 and 1.25 bpp, and the
@@ -158,7 +158,7 @@ COUNTERPARTS: dict[str, Counterpart] = {
     "Baseline+semantic": Counterpart(None, "semlib", "here: the project's γ-conditioned model with the SI-SSIM "
                                      "loss; the paper's is a fixed-rate model", learned=True),
     "Baseline": Counterpart(None, "semlib-baseline", "here: a fixed-rate model (one γ) with β = 0, no semantic loss "
-                            "(DESIGN.md §6), trained to a scaled-down budget (scripts/train_ablations.sh)", learned=True),
+                            "(docs/METHOD.md §6), trained to a scaled-down budget (scripts/train_ablations.sh)", learned=True),
 }
 # Published curves shown beside every table for context (they exist for all three datasets).
 CONTEXT_ANCHORS = ("vtm18.0", "qarv")
@@ -540,7 +540,7 @@ def markdown(rows: list[dict], columns=DISPLAY_COLUMNS) -> str:
 
 def important_window(importance: np.ndarray, size: int) -> tuple[int, int]:
     """(top, left) of the ``size`` x ``size`` window with the largest mean importance
-    (a box sum over the Grad-CAM map, DESIGN.md §1); the first one on ties."""
+    (a box sum over the Grad-CAM map, docs/METHOD.md §1); the first one on ties."""
     g = np.asarray(importance, dtype=np.float64)
     if g.ndim != 2:
         raise ValueError(f"importance must be an H x W map, got shape {g.shape}")

@@ -1,15 +1,15 @@
-"""Training the gamma-conditioned hierarchical VAE: the loss R + gamma*D and its loop (DESIGN §5-6).
+"""Training the gamma-conditioned hierarchical VAE: the loss R + gamma*D and its loop (docs/METHOD.md §5-6).
 
 Read top to bottom; each part is one idea:
 
-1. **The loss** (DESIGN §6): ``L = R + gamma * D``, ``D = MSE + beta * (1 - SI-SSIM)``, in the
+1. **The loss** (docs/METHOD.md §6): ``L = R + gamma * D``, ``D = MSE + beta * (1 - SI-SSIM)``, in the
    units of :mod:`semlib.models` (R in nats per sub-pixel, MSE of images scaled to [-1, 1]).
 2. **The data**: every training image decoded once into RAM (uint8), its Grad-CAM importance
    map computed once and cached on disk; batch ``step`` is a pure function of ``(seed, step)``.
    Cutting a batch of 8 crops of 256 takes ~30 ms against seconds per training step on a CPU,
    so there are no DataLoader workers.
-3. **Gamma sampling** (DESIGN §5): log-uniform in [32, 2048] per image; on some steps a block
-   map per image (importance-derived, DESIGN §2, or random smooth blobs) so the model learns
+3. **Gamma sampling** (docs/METHOD.md §5): log-uniform in [32, 2048] per image; on some steps a block
+   map per image (importance-derived, docs/METHOD.md §2, or random smooth blobs) so the model learns
    ROI control; ``--fixed-gamma`` trains the paper's fixed-rate models instead.
 4. **Checkpoints**: written atomically, every ``--ckpt-every`` steps and on Ctrl-C/SIGTERM;
    ``--resume`` continues bit for bit (on the CPU) as if the run had never stopped.
@@ -78,7 +78,7 @@ def gamma_per_pixel(gamma, n: int, height: int, width: int) -> torch.Tensor:
 
 def rate_distortion_loss(out: dict, x: torch.Tensor, gamma, beta: float = DEFAULT_BETA,
                          importance=None, weights=None) -> dict:
-    """L = R + gamma * D, D = MSE + beta * (1 - SI-SSIM) (DESIGN §4-6), in the units of gamma,
+    """L = R + gamma * D, D = MSE + beta * (1 - SI-SSIM) (docs/METHOD.md §4-6), in the units of gamma,
     per image, then averaged over the batch:
 
     * R_n = sum over latents of -ln(likelihood) / (3 * H * W): nats per sub-pixel;
@@ -268,11 +268,11 @@ def blob_map(gen: torch.Generator, base: float, rows: int, cols: int) -> np.ndar
 
 def sample_gammas(gen: torch.Generator, importance: list[np.ndarray], crop: int, map_prob: float,
                   fixed_gamma: float | None = None, gamma_range=GAMMA_RANGE, stratify: bool = False) -> torch.Tensor:
-    """The gammas of one batch (DESIGN §5): N values, or N block maps (crop/8 x crop/8).
+    """The gammas of one batch (docs/METHOD.md §5): N values, or N block maps (crop/8 x crop/8).
 
     With probability ``1 - map_prob`` the batch gets one gamma per image, log-uniform in
     ``gamma_range`` (the paper's [32, 2048]); else every image gets a block map: constant (1/4),
-    importance-derived ``gamma * (T_i / M)^kappa`` with kappa ~ U[0, 2] (DESIGN §2, 1/2), or
+    importance-derived ``gamma * (T_i / M)^kappa`` with kappa ~ U[0, 2] (docs/METHOD.md §2, 1/2), or
     random blobs (1/4), clamped to ``gamma_range``. ``fixed_gamma``: always that value.
     ``stratify``: the N base gammas are drawn one per stratum (:func:`stratified_log_uniform`).
     """
@@ -794,7 +794,7 @@ def export_model(checkpoint, out, fp16: bool = False) -> Path:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``semlib train`` (DESIGN §9)."""
+    """The options of ``semlib train`` (docs/METHOD.md §9)."""
     a = parser.add_argument
     a("--config", default="small", choices=sorted(CONFIGS), help="model size (default: small)")
     a("--data", required=True, help="folder of training images, searched recursively")

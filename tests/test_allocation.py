@@ -1,4 +1,4 @@
-"""Block bit allocation (DESIGN §2): the promises of V_i, L_i, T_i and the gamma map."""
+"""Block bit allocation (docs/METHOD.md §2): the promises of V_i, L_i, T_i and the gamma map."""
 
 import math
 

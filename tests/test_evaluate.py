@@ -72,7 +72,7 @@ def test_more_quality_more_bits_better_scores(jpeg_results):
 
 
 def test_uniform_map_si_ssim_equals_ssim(jpeg_results):
-    # DESIGN §3: with a uniform map SI-SSIM is the mean SSIM (sizes are multiples of 8 here)
+    # docs/METHOD.md §3: with a uniform map SI-SSIM is the mean SSIM (sizes are multiples of 8 here)
     res = jpeg_results["results"]
     np.testing.assert_allclose(res["si-ssim"], res["ssim"], atol=1e-6)
 

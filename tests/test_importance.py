@@ -1,4 +1,4 @@
-"""Grad-CAM importance maps (DESIGN.md §1): semlib.importance."""
+"""Grad-CAM importance maps (docs/METHOD.md §1): semlib.importance."""
 
 import numpy as np
 import pytest
@@ -92,7 +92,7 @@ def test_predictions_on_sample_photos_are_sensible(clf):
 def test_equals_pytorch_grad_cam(clf, chelsea_at_model_size, c):
     """Same model, layer (features[-1]), class and normalised input tensor.
 
-    grad-cam rescales min-max ((m - min) / (1e-7 + max), applied twice), where DESIGN §1
+    grad-cam rescales min-max ((m - min) / (1e-7 + max), applied twice), where docs/METHOD.md §1
     only divides by the max; so its scale_cam_image is applied to our map before comparing.
     F and dZ_c/dF are compared as they are.
     """

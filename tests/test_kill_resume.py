@@ -1,4 +1,4 @@
-"""Training survives a hard kill (DESIGN §9, ``semlib train --resume``): real ``semlib train``
+"""Training survives a hard kill (docs/METHOD.md §9, ``semlib train --resume``): real ``semlib train``
 processes are killed with SIGKILL -- no handler runs, nothing is flushed -- and
 
 * the run resumed from the last checkpoint goes on from that checkpoint's step with the

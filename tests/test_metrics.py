@@ -1,4 +1,4 @@
-"""Metrics (DESIGN §3, §9): PSNR, SSIM, SI-SSIM, MS-SSIM, bpp and the Bjøntegaard deltas."""
+"""Metrics (docs/METHOD.md §3, §9): PSNR, SSIM, SI-SSIM, MS-SSIM, bpp and the Bjøntegaard deltas."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Training (DESIGN §5-6): the loss is R + gamma*D, tiny learns, resume is exact, checkpoints
+"""Training (docs/METHOD.md §5-6): the loss is R + gamma*D, tiny learns, resume is exact, checkpoints
 are never half-written, and a trained checkpoint is a working codec."""
 
 import json
