@@ -92,3 +92,30 @@ def test_importance_and_metrics_commands(tmp_path, photo_png, photo, capsys):
     Image.fromarray(photo[:50]).save(tmp_path / "small.png")
     assert main(["metrics", str(photo_png), str(tmp_path / "small.png")]) == 2
     assert "differ in size" in capsys.readouterr().err
+
+
+def test_data_list_names_every_set_with_its_size(capsys, monkeypatch, tmp_path):
+    from semlib import data
+
+    monkeypatch.setenv("SEMLIB_DATA", str(tmp_path))
+    (tmp_path / "kodak").mkdir()
+    first = data.SETS["kodak"].files()[0]
+    (tmp_path / "kodak" / first.name).write_bytes(b"not the real file")
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name, s in data.SETS.items():
+        assert any(line.split()[:2] == [name, str(len(s.files()))] for line in out.splitlines()), name
+    assert f"{tmp_path / 'kodak'} (1 files)" in out         # found here, but partial
+    assert f"downloads go to {tmp_path}" in out
+
+
+def test_data_verify_reports_missing_and_differing_files(tmp_path, capsys):
+    (tmp_path / "kodak").mkdir()
+    (tmp_path / "kodak" / "kodim01.png").write_bytes(b"tampered")
+    assert main(["data", "verify", "kodak", "--in", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "0 files match their pinned sha256, 23 missing, 1 differ" in out and "mismatched: kodim01.png" in out
+    assert main(["data", "verify", "kodak", "--in", str(tmp_path / "nowhere")]) == 2
+    assert main(["data", "download", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no such folder" in err[0] and "unknown data set 'nosuch'" in err[1]
