@@ -75,10 +75,10 @@ def find_dataset(name: str, download: bool = True) -> Path:
         looked.append(str(folder))
         if folder.is_dir() and list_images(folder, recursive=True):
             missing = _missing_files(name, folder)
-            if not missing or (download and folder == target):
-                if not missing:
-                    return folder
-                break                                   # an interrupted download: complete it
+            if not missing:
+                return folder
+            if download and folder == target:
+                break                                   # an interrupted download: complete it below
             warnings.warn(f"{folder} lacks {len(missing)} files of {name}; results on it are not "
                           f"results on the whole set", stacklevel=2)
             return folder
@@ -86,10 +86,11 @@ def find_dataset(name: str, download: bool = True) -> Path:
     if set_name not in SETS:
         raise FileNotFoundError(f"dataset {name!r} not found; looked in: {', '.join(looked)}. "
                                 f"Set {ENV_VAR} to a folder that holds {name}/.")
-    if not download:
-        raise FileNotFoundError(f"dataset {name!r} not found; looked in: {', '.join(looked)}. "
-                                f"Fetch it with: semlib data download {set_name}")
     files = SETS[set_name].files(inside)
+    if not download or not files:
+        raise FileNotFoundError(f"dataset {name!r} not found; looked in: {', '.join(looked)}. "
+                                + (f"Fetch it with: semlib data download {set_name}" if files else
+                                   f"The set {set_name} has no folder {inside!r}."))
     print(f"semlib: {name} is not here; downloading {len(files)} files "
           f"({sum(x.size for x in files) / 1e6:.1f} MB) into {target}", flush=True)
     return _download_set(set_name, root=default_data_root(), only=inside) / inside
