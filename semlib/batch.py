@@ -104,7 +104,7 @@ def decode_many(paths, out_dir=None, *, format: str = "png", model=None, checkpo
     if format not in FORMATS:
         raise SemlibError(f"unknown image format {format!r}; choose one of {', '.join(FORMATS)}")
     pairs = plan(paths, out_dir, FORMATS[format], _semc_files)
-    return _run("decode", pairs, dict(format=format, model=model, checkpoint=checkpoint),
+    return _run("decode", pairs, dict(format=None if out_dir is None else format, model=model, checkpoint=checkpoint),
                 workers, threads, force, progress)
 
 
@@ -380,7 +380,9 @@ def _in_process(kind, sources, options, workers, threads):
     """One worker: this process, on ``threads`` torch threads while it codes."""
     import torch
 
-    _load_model(options)
+    from semlib import codec
+
+    codec.get_model(options["model"], options["checkpoint"])     # a bad checkpoint stops here
     for i, src in enumerate(sources):
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
