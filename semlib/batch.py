@@ -37,9 +37,10 @@ SEMC = ".semc"
 FORMATS = {"png": ".png", "tiff": ".tiff", "webp-lossless": ".webp"}   # lossless formats Pillow writes
 MANIFEST = "manifest.json"
 
-# Peak memory of one worker, from BENCHMARKS.md's scaling table (2 threads; one thread needs no
-# more): about 0.9 GiB for Python, torch and the model, plus about 145 MiB per megapixel to
-# encode (105 to decode). Rounded up: Grad-CAM (--roi auto) adds about 0.1 GiB.
+# Peak memory of one worker (ru_maxrss, small model, one thread): 895 MiB with Python, torch and
+# the model loaded, 955 MiB after encoding a Kodak image, 1,368 MiB after a 4 MP one; BENCHMARKS.md's
+# scaling table (2 threads) gives about 145 MiB per megapixel to encode and 105 to decode up to
+# 16 MP. Rounded up: Grad-CAM (--roi auto) adds about 0.1 GiB.
 WORKER_BASE_MIB = 1024
 WORKER_MIB_PER_MP = {"encode": 160, "decode": 120}
 
@@ -137,9 +138,13 @@ def _semc_files(folder: Path) -> list[Path]:
 
 
 def default_workers(kind: str, megapixels: float, files: int) -> int:
-    """As many workers as the cores allow, as long as each has the memory to code an image of
-    ``megapixels`` (the largest of the batch), and no more than ``files``."""
+    """One worker per idle core (the cores less the load average: on a machine whose other
+    core trains a model, two workers were slower than one, BENCHMARKS.md), as long as each has
+    the memory to code an image of ``megapixels`` (the largest of the batch), and no more than
+    ``files``."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if hasattr(os, "getloadavg"):
+        cores = min(cores, max(1, round(cores - os.getloadavg()[0])))
     need = WORKER_BASE_MIB + WORKER_MIB_PER_MP[kind] * megapixels
     free = available_mib()
     by_memory = cores if free is None else int(free // need)
@@ -241,6 +246,8 @@ def _run(kind, pairs, options, workers, threads, force, progress):
     try:
         for r in ready:
             yield tick(r)
+        if not todo:
+            return
         code = _in_process if workers == 1 or len(todo) <= 1 else _pooled
         with contextlib.closing(code(kind, [r.input for r in todo], options, min(workers, len(todo)), threads)) as done:
             for i, payload in done:

@@ -306,8 +306,8 @@ def cmd_demo(args) -> int:
 
 def _add_batch_arguments(s) -> None:
     s.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes with -o (default: one per core, fewer if the memory of the largest "
-                        "image would not allow it)")
+                   help="worker processes with -o (default: one per idle core, that is the cores less the load "
+                        "average, fewer if the memory of the largest image would not allow it)")
     s.add_argument("--threads", type=int, default=1, metavar="T",
                    help="torch threads of each worker with -o (default 1; the files do not depend on --workers)")
     s.add_argument("--manifest", metavar="FILE.json", help="with -o: where to write the manifest (default OUTDIR/manifest.json)")
