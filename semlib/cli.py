@@ -195,7 +195,10 @@ def _run_batch(args, results, about: dict) -> int:
                     tqdm.write(f"semlib {args.command}: error: {msg}", file=sys.stderr)
     finally:
         if done:
-            batch.write_manifest(manifest, done, command=args.command, **about)
+            try:
+                batch.write_manifest(manifest, done, command=args.command, **about)
+            except OSError as e:
+                raise CliError(f"cannot write the manifest {manifest}: {e.strerror or e}") from None
     print(batch.summary(done))
     print(f"manifest   {manifest}")
     return EXIT_BAD_INPUT if any(r.status == "failed" for r in done) else 0

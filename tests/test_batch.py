@@ -199,6 +199,8 @@ def test_batch_arguments_give_one_line(tmp_path, folder, tiny_ckpt, capsys):
         (["compress", str(folder), "-o", str(tmp_path / "o"), "--gamma", "100", "--checkpoint",
           str(tmp_path / "missing.pt"), "--workers", "1", "--force"], "checkpoint"),
         (["decompress", str(folder), "-o", str(tmp_path / "o")], "no .semc files"),
+        (["compress", str(folder / "a.png"), "-o", str(tmp_path / "m"), "--gamma", "100", "--checkpoint",
+          str(tiny_ckpt), "--workers", "1", "--manifest", str(tmp_path)], "manifest"),
     ]:
         assert main(argv) == 2, argv
         err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
