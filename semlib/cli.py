@@ -151,11 +151,15 @@ def _ms_ssim_or_none(metrics, x, y):
         return None
 
 
-def _one_pair(args, what: str) -> tuple[str, Path]:
-    """The single-file form ``INPUT OUTPUT`` (no -o): the two paths, the output checked."""
+def _one_pair(args, what: str, inputs: tuple[str, ...]) -> tuple[str, Path]:
+    """The single-file form ``INPUT OUTPUT`` (no -o): the two paths, the output checked. An
+    output named like an input (``inputs``: its suffixes) is refused: ``compress a.png b.png``
+    means two inputs without -o, and --force would write over b.png."""
     if len(args.paths) != 2:
         raise CliError(f"give INPUT {what}, or several inputs (files or folders) with -o OUTDIR")
     src, out = args.paths
+    if Path(out).suffix.lower() in inputs:
+        raise CliError(f"{out} is named like an input: give INPUT {what}, or several inputs with -o OUTDIR")
     if Path(src).is_dir():
         raise CliError(f"{src} is a folder: give -o OUTDIR to code every file in it")
     if Path(out).is_dir():
@@ -220,7 +224,9 @@ def cmd_compress(args) -> int:
                                     checkpoint=args.checkpoint, **_batch_options(args))
         return _run_batch(args, results, dict(gamma=args.gamma, target_bpp=args.bpp, roi=args.roi, kappa=args.kappa,
                                               refine=args.refine, checkpoint=args.checkpoint, threads=args.threads))
-    src, out = _one_pair(args, "OUT.semc")
+    from semlib.data import IMAGE_EXTENSIONS
+
+    src, out = _one_pair(args, "OUT.semc", IMAGE_EXTENSIONS)
     img = data.load_image(_image_path(src))
     if roi not in (None, "auto") and not Path(roi).is_file():
         raise CliError(f"--roi: {roi} is neither 'auto', 'none' nor an existing mask file")
@@ -248,7 +254,7 @@ def cmd_decompress(args) -> int:
         results = batch.decode_many(args.paths, args.output_dir, format=fmt, checkpoint=args.checkpoint,
                                     **_batch_options(args))
         return _run_batch(args, results, dict(format=fmt, checkpoint=args.checkpoint, threads=args.threads))
-    src, out = _one_pair(args, "OUT.png")
+    src, out = _one_pair(args, "OUT.png", (batch.SEMC,))
     fmt = args.format or FORMAT_OF_SUFFIX.get(out.suffix.lower(), "png")
     img = codec.decode(_read_bytes(src), checkpoint=args.checkpoint)
     _place(batch.image_bytes(img, fmt), out, args.force)

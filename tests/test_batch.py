@@ -163,13 +163,18 @@ def test_force_never_writes_over_the_input(tmp_path, photo_png, tiny_ckpt, capsy
     before = photo_png.read_bytes()
     assert main(["compress", str(photo_png), str(photo_png), "--gamma", "200", "--force",
                  "--checkpoint", str(tiny_ckpt)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and photo_png.read_bytes() == before
+    unnamed = tmp_path / "photo"                                 # an image whose name says nothing
+    unnamed.write_bytes(before)
+    assert main(["compress", str(unnamed), str(unnamed), "--gamma", "200", "--force",
+                 "--checkpoint", str(tiny_ckpt)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is the input" in err[0]
-    assert photo_png.read_bytes() == before
+    assert unnamed.read_bytes() == before
     semc = tmp_path / "a.semc"
     assert main(["compress", str(photo_png), str(semc), "--gamma", "200", "--checkpoint", str(tiny_ckpt)]) == 0
     kept = semc.read_bytes()
-    link = tmp_path / "same.semc"
+    link = tmp_path / "same.png"
     os.link(semc, link)                                          # another name of the same file
     assert main(["decompress", str(semc), str(link), "--force", "--checkpoint", str(tiny_ckpt)]) == 2
     assert "is the input" in capsys.readouterr().err and semc.read_bytes() == kept
@@ -192,9 +197,11 @@ def test_decompress_a_folder_into_lossless_images(tmp_path, photo_png, tiny_ckpt
 
 
 def test_batch_arguments_give_one_line(tmp_path, folder, tiny_ckpt, capsys):
+    grey = (folder / "grey16.png").read_bytes()
     for argv, words in [
         (["compress", str(folder), str(tmp_path / "x.semc"), "--gamma", "100"], "folder"),
         (["compress", str(folder / "a.png"), str(folder / "grey16.png"), str(tmp_path), "--gamma", "100"], "-o OUTDIR"),
+        (["compress", str(folder / "a.png"), str(folder / "grey16.png"), "--gamma", "100", "--force"], "named like an input"),
         (["compress", str(folder), "-o", str(tmp_path / "o"), "--gamma", "100", "--roi", str(folder / "a.png")], "one image"),
         (["compress", str(folder), "-o", str(tmp_path / "o"), "--gamma", "100", "--checkpoint",
           str(tmp_path / "missing.pt"), "--workers", "1", "--force"], "checkpoint"),
@@ -205,3 +212,4 @@ def test_batch_arguments_give_one_line(tmp_path, folder, tiny_ckpt, capsys):
         assert main(argv) == 2, argv
         err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
         assert len(err) == 1 and words in err[0], (argv, err)
+    assert (folder / "grey16.png").read_bytes() == grey
