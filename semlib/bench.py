@@ -785,15 +785,16 @@ def _profile_markdown(p: dict) -> list[str]:
     return lines
 
 
-def update_markdown(path, section: str, title: str = "# Benchmarks") -> None:
-    """Replace the generated section of ``path`` (created with ``title`` if missing),
-    keeping whatever is written by hand around it."""
+def update_markdown(path, section: str, title: str = "# Benchmarks", begin: str = GENERATED_BEGIN,
+                    end: str = GENERATED_END) -> None:
+    """Replace the generated section of ``path`` between the markers ``begin`` and ``end``
+    (created with ``title`` if missing), keeping whatever is written by hand around it."""
     path = Path(path)
     text = path.read_text() if path.is_file() else f"{title}\n\n"
-    block = f"{GENERATED_BEGIN}\n{section}{GENERATED_END}\n"
-    if GENERATED_BEGIN in text and GENERATED_END in text:
-        head, rest = text.split(GENERATED_BEGIN, 1)
-        tail = rest.split(GENERATED_END, 1)[1].lstrip("\n")
+    block = f"{begin}\n{section}{end}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         text = head + block + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block

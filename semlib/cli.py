@@ -3,7 +3,9 @@
     semlib importance IMAGE -o MAP.png
     semlib metrics REF REC [--importance MAP.png] [--json]
     semlib compress IMAGE OUT.semc (--gamma G | --bpp B) [--roi auto|none|MASK.png] [--kappa K] [--refine N] [--checkpoint CKPT]
+    semlib compress IMAGE|FOLDER ... -o OUTDIR (--gamma G | --bpp B) [--roi auto|none] [--workers N] [--force]
     semlib decompress IN.semc OUT.png [--checkpoint CKPT]
+    semlib decompress FILE|FOLDER ... -o OUTDIR [--format png|tiff|webp-lossless] [--workers N] [--force]
     semlib info IN.semc
     semlib train --config tiny|small|paper --data DIR --steps N --out CKPT [--resume] [--beta B] [--fixed-gamma G]
     semlib eval --codec NAME --data DIR -o RESULTS.json
@@ -17,11 +19,13 @@ Bad input of any kind ends with a non-zero exit status and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
 from pathlib import Path
 
+from semlib.batch import place, same_file
 from semlib.errors import ImageError, SemlibError
 
 EXIT_BAD_INPUT = 2
@@ -41,13 +45,6 @@ def _output_path(path: str, force: bool) -> Path:
     if not parent.is_dir():
         raise CliError(f"output folder {parent} does not exist")
     return p
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    try:
-        path.write_bytes(data)
-    except OSError as e:
-        raise CliError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _read_bytes(path: str) -> bytes:
@@ -75,17 +72,15 @@ def _image_path(arg: str) -> str:
     raise ImageError(f"scikit-image ships no photo named {name!r} (try astronaut, chelsea, coffee, rocket)")
 
 
-def _save_png(path: Path, array, bits: int = 8) -> None:
+def _save_png(path: Path, array, bits: int = 8, force: bool = False) -> None:
+    import io
+
     import numpy as np
     from PIL import Image
 
-    try:
-        if bits == 16:
-            Image.fromarray(np.asarray(array, dtype=np.uint16)).save(path, format="PNG")
-        else:
-            Image.fromarray(array).save(path, format="PNG")
-    except OSError as e:
-        raise CliError(f"cannot write {path}: {e.strerror or e}") from None
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint16 if bits == 16 else np.uint8)).save(buf, format="PNG")
+    _place(buf.getvalue(), path, force)
 
 
 # --------------------------------------------------------------------------- commands
@@ -97,13 +92,15 @@ def cmd_importance(args) -> int:
     from semlib import data, importance
 
     out = _output_path(args.output, args.force)
+    if same_file(_image_path(args.image), out):
+        raise CliError(f"{out} is the input: it would be overwritten")
     img = data.load_image(_image_path(args.image))
     target = args.target
     if target is not None and target.isdigit():
         target = int(target)
     g = importance.importance_map(img, classifier=args.classifier, target=target, topk=args.topk)
     top = 65535 if args.bits == 16 else 255
-    _save_png(out, np.round(g * top).astype(np.uint16 if args.bits == 16 else np.uint8), bits=args.bits)
+    _save_png(out, np.round(g * top).astype(np.uint16 if args.bits == 16 else np.uint8), bits=args.bits, force=args.force)
     print(f"wrote {out} ({g.shape[1]}x{g.shape[0]}, {args.bits}-bit grey, mean importance {g.mean():.3f})")
     return 0
 
@@ -155,18 +152,89 @@ def _ms_ssim_or_none(metrics, x, y):
         return None
 
 
-def cmd_compress(args) -> int:
-    from semlib import codec, data
+def _one_pair(args, what: str, inputs: tuple[str, ...]) -> tuple[str, Path]:
+    """The single-file form ``INPUT OUTPUT`` (no -o): the two paths, the output checked. An
+    output named like an input (``inputs``: its suffixes) is refused: ``compress a.png b.png``
+    means two inputs without -o, and --force would write over b.png."""
+    if len(args.paths) != 2:
+        raise CliError(f"give INPUT {what}, or several inputs (files or folders) with -o OUTDIR")
+    src, out = args.paths
+    if Path(out).suffix.lower() in inputs:
+        raise CliError(f"{out} is named like an input: give INPUT {what}, or several inputs with -o OUTDIR")
+    if Path(src).is_dir():
+        raise CliError(f"{src} is a folder: give -o OUTDIR to code every file in it")
+    if Path(out).is_dir():
+        raise CliError(f"{out} is a folder: give -o {out} to write into it")
+    out = _output_path(out, args.force)
+    if same_file(src, out):
+        raise CliError(f"{out} is the input: it would be overwritten")
+    return src, out
 
-    out = _output_path(args.output, args.force)
-    img = data.load_image(_image_path(args.image))
+
+def _place(data: bytes, out: Path, force: bool) -> None:
+    try:
+        place(data, out, force)
+    except FileExistsError:
+        raise CliError(f"{out} exists (use --force to overwrite)") from None
+    except OSError as e:
+        raise CliError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def _run_batch(args, results, about: dict) -> int:
+    """Print each failure and note on its own line while the bar runs, then the summary table;
+    write the manifest. Exit status 2 if any file failed."""
+    from tqdm.auto import tqdm
+
+    from semlib import batch
+
+    done = []
+    manifest = Path(args.manifest) if args.manifest else Path(args.output_dir) / batch.MANIFEST
+    try:
+        with contextlib.closing(results):
+            for r in results:
+                done.append(r)
+                for note in r.notes:
+                    tqdm.write(f"semlib {args.command}: note: {note}", file=sys.stderr)
+                if r.status == "failed":
+                    msg = r.error if r.error.startswith(r.input) else f"{r.input}: {r.error}"
+                    tqdm.write(f"semlib {args.command}: error: {msg}", file=sys.stderr)
+    finally:
+        if done:
+            try:
+                batch.write_manifest(manifest, done, command=args.command, **about)
+            except OSError as e:
+                raise CliError(f"cannot write the manifest {manifest}: {e.strerror or e}") from None
+    print(batch.summary(done))
+    print(f"manifest   {manifest}")
+    return EXIT_BAD_INPUT if any(r.status == "failed" for r in done) else 0
+
+
+def _batch_options(args) -> dict:
+    return dict(workers=args.workers, threads=args.threads, force=args.force, progress=True)
+
+
+def cmd_compress(args) -> int:
+    from semlib import batch, codec, data
+
     roi = None if args.roi in (None, "none") else args.roi
+    if args.output_dir is not None:
+        if roi not in (None, "auto"):
+            raise CliError("--roi MASK fits one image; with -o OUTDIR use --roi auto or none")
+        results = batch.encode_many([_image_path(p) for p in args.paths], args.output_dir, gamma=args.gamma,
+                                    target_bpp=args.bpp, importance=roi, kappa=args.kappa, refine=args.refine,
+                                    checkpoint=args.checkpoint, **_batch_options(args))
+        return _run_batch(args, results, dict(gamma=args.gamma, target_bpp=args.bpp, roi=args.roi, kappa=args.kappa,
+                                              refine=args.refine, checkpoint=args.checkpoint, threads=args.threads))
+    from semlib.data import IMAGE_EXTENSIONS
+
+    src, out = _one_pair(args, "OUT.semc", IMAGE_EXTENSIONS)
+    img = data.load_image(_image_path(src))
     if roi not in (None, "auto") and not Path(roi).is_file():
         raise CliError(f"--roi: {roi} is neither 'auto', 'none' nor an existing mask file")
     enc = codec.encode_image(img, gamma=args.gamma, target_bpp=args.bpp, importance=roi,
                              kappa=args.kappa, checkpoint=args.checkpoint, refine=args.refine,
                              reconstruct=False)
-    _write_bytes(out, enc.data)
+    _place(enc.data, out, args.force)
     msg = f"wrote {out}: {len(enc.data)} bytes, {enc.bpp:.4f} bpp, gamma {enc.gamma:.2f}"
     if enc.gamma_map is not None:
         msg += f" (ROI: block gamma {enc.gamma_map.min():.1f}..{enc.gamma_map.max():.1f}, kappa {args.kappa})"
@@ -176,12 +244,21 @@ def cmd_compress(args) -> int:
     return 0
 
 
-def cmd_decompress(args) -> int:
-    from semlib import codec
+FORMAT_OF_SUFFIX = {".tif": "tiff", ".tiff": "tiff", ".webp": "webp-lossless"}
 
-    out = _output_path(args.output, args.force)
-    img = codec.decode(_read_bytes(args.input), checkpoint=args.checkpoint)
-    _save_png(out, img)
+
+def cmd_decompress(args) -> int:
+    from semlib import batch, codec
+
+    if args.output_dir is not None:
+        fmt = args.format or "png"
+        results = batch.decode_many(args.paths, args.output_dir, format=fmt, checkpoint=args.checkpoint,
+                                    **_batch_options(args))
+        return _run_batch(args, results, dict(format=fmt, checkpoint=args.checkpoint, threads=args.threads))
+    src, out = _one_pair(args, "OUT.png", (batch.SEMC,))
+    fmt = args.format or FORMAT_OF_SUFFIX.get(out.suffix.lower(), "png")
+    img = codec.decode(_read_bytes(src), checkpoint=args.checkpoint)
+    _place(batch.image_bytes(img, fmt), out, args.force)
     print(f"wrote {out} ({img.shape[1]}x{img.shape[0]})")
     return 0
 
@@ -268,6 +345,15 @@ def cmd_data(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _add_batch_arguments(s) -> None:
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes with -o (default: one per idle core, that is the cores less the load "
+                        "average, fewer if the memory of the largest image would not allow it)")
+    s.add_argument("--threads", type=int, default=1, metavar="T",
+                   help="torch threads of each worker with -o (default 1; the files do not depend on --workers)")
+    s.add_argument("--manifest", metavar="FILE.json", help="with -o: where to write the manifest (default OUTDIR/manifest.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from semlib import bench, evaluate, train  # their options are defined beside their code
 
@@ -295,30 +381,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object with psnr, ms_ssim, ssim, si_ssim")
     s.set_defaults(func=cmd_metrics)
 
-    s = sub.add_parser("compress", help="compress an image into a .semc file",
-                       description="Compress IMAGE at a Lagrange multiplier --gamma (QARV units, 32..2048 trained) or at a "
-                                   "target rate --bpp (a search over gamma). With --roi the gamma of each 8x8 block follows "
-                                   "its semantic level: gamma * (T_i / M)^kappa (docs/METHOD.md §2).")
-    s.add_argument("image", help="input image, or skimage:NAME (e.g. skimage:astronaut)")
-    s.add_argument("output", help="output .semc file")
+    s = sub.add_parser("compress", help="compress an image into a .semc file, or a folder of them",
+                       description="Compress IMAGE into OUT.semc at a Lagrange multiplier --gamma (QARV units, 32..2048 "
+                                   "trained) or at a target rate --bpp (a search over gamma). With --roi the gamma of each "
+                                   "8x8 block follows its semantic level: gamma * (T_i / M)^kappa (docs/METHOD.md §2). "
+                                   "With -o OUTDIR: every image given, and every image in the folders given (searched "
+                                   "recursively, their structure kept), becomes OUTDIR/.../NAME.semc, in worker processes; "
+                                   "outputs that exist are skipped (so an interrupted run resumes), a bad file is reported "
+                                   "and counted, and OUTDIR/manifest.json gets one row per file.",
+                       usage="semlib compress IMAGE OUT.semc (--gamma G | --bpp B) [options]\n"
+                             "       semlib compress IMAGE|FOLDER ... -o OUTDIR (--gamma G | --bpp B) [options]")
+    s.add_argument("paths", nargs="+", metavar="PATH",
+                   help="IMAGE OUT.semc; or, with -o, images and folders (an image may be skimage:NAME, e.g. skimage:astronaut)")
+    s.add_argument("-o", "--output-dir", metavar="OUTDIR", help="code every input into this folder (created if needed)")
     rate = s.add_mutually_exclusive_group(required=True)
     rate.add_argument("--gamma", type=float, help="Lagrange multiplier: higher = better quality, more bits")
     rate.add_argument("--bpp", type=float, help="target bits per pixel (met within 1%% when possible)")
-    s.add_argument("--roi", default="none", help="'auto' (Grad-CAM map), 'none' (uniform, default) or a mask PNG (bright = important)")
+    s.add_argument("--roi", default="none", help="'auto' (Grad-CAM map), 'none' (uniform, default) or a mask PNG (bright = important; one image only)")
     s.add_argument("--kappa", type=float, default=1.0, help="strength of the ROI: 0 = uniform, 1 = gamma proportional to the level (default 1)")
     s.add_argument("--refine", type=int, default=0, metavar="N",
                    help="N steps of encoder-side refinement of the latents for R + gamma*D (slower; same decoder; "
                         "default 0). The file is never worse by that measure than without it")
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
-    s.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    s.add_argument("--force", action="store_true", help="overwrite outputs that exist")
+    _add_batch_arguments(s)
     s.set_defaults(func=cmd_compress)
 
-    s = sub.add_parser("decompress", help="decode a .semc file into a PNG",
-                       description="Decode IN.semc into OUT.png. The checkpoint must be the one that wrote the file (checked).")
-    s.add_argument("input", help="input .semc file")
-    s.add_argument("output", help="output PNG")
+    s = sub.add_parser("decompress", help="decode a .semc file into a PNG, or a folder of them",
+                       description="Decode IN.semc into OUT.png (or OUT.tiff, OUT.webp: lossless). The checkpoint must be "
+                                   "the one that wrote the file (checked). With -o OUTDIR: every .semc file given, and "
+                                   "every one in the folders given (recursively), becomes OUTDIR/.../NAME.png, as for "
+                                   "'semlib compress -o'.",
+                       usage="semlib decompress IN.semc OUT.png [options]\n"
+                             "       semlib decompress FILE|FOLDER ... -o OUTDIR [--format FORMAT] [options]")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="IN.semc OUT.png; or, with -o, .semc files and folders")
+    s.add_argument("-o", "--output-dir", metavar="OUTDIR", help="decode every input into this folder (created if needed)")
+    s.add_argument("--format", choices=("png", "tiff", "webp-lossless"), default=None,
+                   help="image format, lossless (default: png, or the single output's suffix .tif/.tiff/.webp)")
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
-    s.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    s.add_argument("--force", action="store_true", help="overwrite outputs that exist")
+    _add_batch_arguments(s)
     s.set_defaults(func=cmd_decompress)
 
     s = sub.add_parser("info", help="what a .semc file holds (size, gamma, bpp, bytes per latent)")

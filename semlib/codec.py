@@ -498,3 +498,19 @@ def info(data: bytes) -> dict:
         d.update(kappa=h.levels.kappa, blocks=list(gm.shape),
                  gamma_min=float(gm.min()), gamma_max=float(gm.max()))
     return d
+
+
+def encode_many(paths, out_dir=None, **options):
+    """Compress many images (files, or folders searched recursively) in worker processes,
+    yielding a result per file as it finishes: :func:`semlib.batch.encode_many`."""
+    from semlib import batch
+
+    return batch.encode_many(paths, out_dir, **options)
+
+
+def decode_many(paths, out_dir=None, **options):
+    """Decode many ``.semc`` files into lossless images in worker processes, yielding a result
+    per file as it finishes: :func:`semlib.batch.decode_many`."""
+    from semlib import batch
+
+    return batch.decode_many(paths, out_dir, **options)
