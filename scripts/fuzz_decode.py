@@ -97,6 +97,11 @@ def layout(data: bytes) -> dict:
     lengths = struct.unpack_from(f"<{k}I", data, p + 1)
     pos["lengths"] = [p + 1 + 4 * i for i in range(k)]
     p += 1 + 4 * k
+    if data[4] >= 2:                               # version 2: the fragile-symbol lists, the symbol CRC
+        (m,) = struct.unpack_from("<I", data, p)
+        pos["side_len"], pos["sides"], pos["symbols_crc"] = p, (p + 4, m), p + 4 + m
+        p += 8 + m
+    pos["strings_start"] = p
     strings = []
     for length in lengths:
         strings.append((p, length))
@@ -260,7 +265,8 @@ def m_latent_crc(data, rng, others):
             s = bytearray(other[a:a + m])
     lengths = [m for _, m in pos["strings"]]
     lengths[i] = len(s)
-    head = body[:pos["k"] + 1] + struct.pack(f"<{len(lengths)}I", *lengths)
+    head = (body[:pos["k"] + 1] + struct.pack(f"<{len(lengths)}I", *lengths)
+            + body[pos["k"] + 1 + 4 * len(lengths):pos["strings_start"]])
     strings = [bytes(body[a:a + m]) for a, m in pos["strings"]]
     strings[i] = bytes(s)
     return with_crc(bytes(head) + b"".join(strings))
@@ -287,6 +293,33 @@ def m_level_map_crc(data, rng, others):
     return with_crc(new)
 
 
+def m_sides_crc(data, rng, others):
+    """Version 2: damaged fragile-symbol lists (bit flips, random bytes, another file's
+    lists, a huge count) or symbol CRC, the file's CRC recomputed."""
+    pos, body = layout(data), body_of(data)
+    if "sides" not in pos:
+        return m_bitflip_crc(data, rng, others)
+    start, m = pos["sides"]
+    side = bytearray(body[start:start + m])
+    how = int(rng.integers(5))
+    if how == 0 and side:
+        _flip_bits(side, rng, 0, len(side), int(rng.integers(1, 4)))
+    elif how == 1:
+        side = bytearray(rng.bytes(int(rng.integers(0, 2 * m + 8))))
+    elif how == 2:
+        other = others[int(rng.integers(len(others)))]
+        opos = layout(other)
+        if "sides" in opos:
+            a, n = opos["sides"]
+            side = bytearray(other[a:a + n])
+    elif how == 3:                                  # a count of 2**35 - 1 symbols
+        side = bytearray(b"\xff\xff\xff\xff\x7f") + side[1:]
+    else:
+        struct.pack_into("<I", body, pos["symbols_crc"], int(rng.integers(0, 1 << 32)))
+    new = bytes(body[:pos["side_len"]]) + struct.pack("<I", len(side)) + bytes(side) + bytes(body[start + m:])
+    return with_crc(new)
+
+
 def m_splice_crc(data, rng, others):
     """The header of one file with the latent strings of another."""
     other = others[int(rng.integers(len(others)))]
@@ -301,9 +334,9 @@ def m_random(data, rng, others):
 
 
 def m_random_envelope_crc(data, rng, others):
-    """Magic, version 1 and a valid CRC around random bytes (or a random valid-looking header)."""
+    """Magic, version 1 or 2 and a valid CRC around random bytes (or a random valid-looking header)."""
     if rng.random() < 0.5:
-        return with_crc(b"SEMC\x01" + rng.bytes(int(rng.integers(0, 2049))))
+        return with_crc(b"SEMC" + bytes([int(rng.integers(1, 3))]) + rng.bytes(int(rng.integers(0, 2049))))
     pos = layout(data)
     return with_crc(data[:pos["k"]] + rng.bytes(int(rng.integers(0, 2049))))
 
@@ -318,6 +351,7 @@ KINDS = {
     "delete": m_delete,
     "delete_crc": m_delete_crc,
     "header_length_crc": m_header_length_crc,
+    "sides_crc": m_sides_crc,
     "forged_size_crc": m_forged_size_crc,
     "field_value_crc": m_field_value_crc,
     "latent_crc": m_latent_crc,

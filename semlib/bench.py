@@ -439,7 +439,7 @@ def _task_profile(task: dict) -> dict:
     stage (timers around the stages, mean of ``repeats`` runs after a warm-up), the network
     by part (:func:`network_parts`), and the top functions of one cProfile run (whose own
     overhead inflates Python-heavy code)."""
-    from semlib import codec, importance, models
+    from semlib import codec, entropy, importance
     from semlib.models import load_model
 
     model = load_model(task["checkpoint"])
@@ -454,7 +454,7 @@ def _task_profile(task: dict) -> dict:
     watch.wrap(model, "top_down", "top-down pass")
     watch.wrap(model.entropy, "compress", "rANS encode (compressai, C++)")
     watch.wrap(model, "_decode_latent", "latent decoding")
-    watch.wrap(models, "rans_decode", "rANS decode (Python)")
+    watch.wrap(entropy, "rans_decode", "rANS decode")
     watch.wrap(importance, "preprocess", "resize + normalise")
     watch.wrap(importance, "features_and_logits", "classifier forward")
     watch.wrap(importance, "class_gradient", "backward to the features")
@@ -495,9 +495,9 @@ def _stage_table(stages: dict) -> dict:
     out["encode"] = {"total_s": enc["total_s"], "parts": parts}
     dec = stages["decode"]
     latent = dec.get("latent decoding", 0.0)
-    rans = dec.get("rANS decode (Python)", 0.0)
+    rans = dec.get("rANS decode", 0.0)
     parts = {"top-down network (priors, reconstruction)": dec.get("top-down pass", 0.0) - latent,
-             "rANS decode (pure Python, semlib.models.rans_decode)": rans,
+             "rANS decode (semlib.entropy.rans_decode, numba)": rans,
              "symbol indexes and tensors around it": latent - rans}
     parts["other (parsing, CRC, conversions)"] = dec["total_s"] - sum(parts.values())
     out["decode"] = {"total_s": dec["total_s"], "parts": parts}

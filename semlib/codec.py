@@ -1,10 +1,10 @@
 """The ``.semc`` file: encode an image into bytes and decode it back (docs/METHOD.md §4, §9).
 
-File format, version 1 (all integers little-endian)::
+File format, version 2 (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"SEMC"
-    4       1     format version (1)
+    4       1     format version (2; version 1 files still decode, see below)
     5       1     flags: bit 0 set = gamma is a block map (ROI), else a scalar
     6       4     image height H (pixels, before padding)
     10      4     image width W
@@ -23,17 +23,29 @@ File format, version 1 (all integers little-endian)::
     -- always --
     .       1     k = number of latent strings
     .       4k    their lengths, uint32
+    -- version 2 only --
+    .       4     s = length of the fragile-symbol lists
+    .       s     per latent block: a varint count, then one varint per fragile symbol,
+                  (gap to the previous one's position) * 2 + (1 if its table index is
+                  above the nearest boundary) (semlib.entropy)
+    .       4     CRC32 of all decoded symbols (int32, latent blocks in order)
+    -- always --
     .       ...   the k strings (rANS, one per latent block of the model, coarse to fine)
     end-4   4     CRC32 of every byte before it
 
 Everything the decoder needs is in the file, and every byte of it counts in bpp.
-Decoding is bit-exact on the CPU, in the same or another process, with the same
-checkpoint and whatever ``torch.set_num_threads`` says (the passes the decoder repeats
-run on a fixed thread count, :func:`semlib.models.coding_threads`). Decoding on another
-device type (GPU), another CPU family, or with a different build of the math libraries,
-is not guaranteed: the priors must be computed to the last bit, which is a known weak
-point of learned codecs. A damaged or forged file raises :class:`semlib.FormatError`,
-never anything worse (ROBUSTNESS.md: 10,000 fuzzed files, no crash, hang or blow-up).
+**Portability.** The decoder recomputes the priors in float32, and on another x86-64
+instruction set, another thread count or another build of the math libraries they come out
+in other last bits. The table index of a symbol, which must match the encoder's exactly,
+changes only for the few symbols whose scale lies within 2**-16 (in log) of a table
+boundary; version 2 files list them with the encoder's choice (about 0.2 % of a file), so
+every index agrees while the arithmetic differs by less than that (measured: at most
+2.7e-6, ROBUSTNESS.md). The image then equals the encoder's reconstruction up to rare
+one-level differences. The CRC of the symbols tells a decoder whose arithmetic strays
+further ("decoded with different arithmetic than the encoder's") apart from a damaged file.
+Version 1 files (no lists) decode on one thread, bit-exactly on the machine type that wrote
+them. A damaged or forged file raises :class:`semlib.FormatError`, never anything worse
+(ROBUSTNESS.md: 10,000 fuzzed files, no crash, hang or blow-up).
 """
 
 from __future__ import annotations
@@ -49,12 +61,14 @@ import torch
 import torch.nn.functional as F
 
 from semlib import data as sdata
+from semlib import entropy
 from semlib.errors import FormatError, SemlibError
-from semlib.models import BLOCK, GAMMA_RANGE, MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
+from semlib.models import BLOCK, CODING_THREADS, GAMMA_RANGE, MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
 from semlib.refine import DEFAULT_LR, refine_latents
 
 MAGIC = b"SEMC"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)                       # the versions this semlib reads
 FLAG_MAP = 1
 MAX_SIDE = 1 << 16                      # refuse forged sizes before allocating anything
 MAX_PIXELS = sdata.MAX_PIXELS
@@ -192,7 +206,7 @@ def roi_levels(image: np.ndarray, importance, kappa: float, **alloc) -> LevelMap
 # --------------------------------------------------------------------------- the file
 
 
-def _pack(height, width, config_name, fp, gamma, levels: LevelMap | None, strings) -> bytes:
+def _pack(height, width, config_name, fp, gamma, levels: LevelMap | None, strings, sides, symbols_crc) -> bytes:
     name = config_name.encode("ascii")
     out = bytearray(MAGIC)
     out += struct.pack("<BBII", VERSION, FLAG_MAP if levels is not None else 0, height, width)
@@ -202,6 +216,8 @@ def _pack(height, width, config_name, fp, gamma, levels: LevelMap | None, string
         out += struct.pack("<fffI", levels.kappa, levels.log_lo, levels.log_hi, len(packed)) + packed
     out += struct.pack("<B", len(strings))
     out += struct.pack(f"<{len(strings)}I", *(len(s) for s in strings))
+    side = b"".join(entropy.pack_sides(pos, bits) for pos, bits in sides)
+    out += struct.pack("<I", len(side)) + side + struct.pack("<I", symbols_crc)
     for s in strings:
         out += s
     out += struct.pack("<I", zlib.crc32(out))
@@ -218,6 +234,9 @@ class Header:
     levels: LevelMap | None
     strings: list[bytes]
     size: int
+    version: int = VERSION
+    sides: list | None = None        # per latent: (positions, bits) of the fragile symbols (version 2)
+    symbols_crc: int | None = None   # CRC32 of the decoded symbols (version 2)
 
 
 class _Reader:
@@ -248,8 +267,9 @@ def parse(data: bytes) -> Header:
         raise FormatError(f"file truncated: {len(data)} bytes is shorter than any .semc header")
     body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
     version = data[4]
-    if version != VERSION:
-        raise FormatError(f"unsupported format version {version} (this semlib reads version {VERSION})")
+    if version not in VERSIONS:
+        raise FormatError(f"unsupported format version {version} (this semlib reads versions "
+                          f"{', '.join(map(str, VERSIONS))}; a newer semlib may read it)")
     if zlib.crc32(body) != crc:
         raise FormatError("checksum mismatch: the file is corrupted or truncated")
     r = _Reader(body)
@@ -287,11 +307,29 @@ def parse(data: bytes) -> Header:
     if not 0 < k <= MAX_LATENTS:
         raise FormatError(f"implausible number of latent strings: {k}")
     lengths = r.unpack(f"<{k}I", "latent string lengths")
+    sides = symbols_crc = None
+    if version >= 2:
+        (m,) = r.unpack("<I", "length of the fragile-symbol lists")
+        sides = _parse_sides(r.take(m, "fragile-symbol lists"), k)
+        (symbols_crc,) = r.unpack("<I", "symbol checksum")
     if sum(lengths) != len(body) - r.pos:
         raise FormatError(f"latent string lengths add up to {sum(lengths)} bytes, "
                           f"but {len(body) - r.pos} bytes follow")
     strings = [r.take(n_, f"latent string {i}") for i, n_ in enumerate(lengths)]
-    return Header(height, width, config, fp, gamma, levels, strings, len(data))
+    return Header(height, width, config, fp, gamma, levels, strings, len(data), version, sides, symbols_crc)
+
+
+def _parse_sides(raw: bytes, k: int) -> list:
+    sides, offset = [], 0
+    try:
+        for _ in range(k):
+            pos, bits, offset = entropy.unpack_sides(raw, offset)
+            sides.append((pos, bits))
+    except ValueError as e:
+        raise FormatError(f"fragile-symbol lists are damaged: {e}") from None
+    if offset != len(raw):
+        raise FormatError(f"fragile-symbol lists leave {len(raw) - offset} bytes over")
+    return sides
 
 
 # --------------------------------------------------------------------------- encode / decode
@@ -329,7 +367,8 @@ def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=Tr
     except ValueError as e:
         raise SemlibError(f"the model cannot code this image: {e}") from None
     strings = [s[0] for s in out["strings"]]
-    data = _pack(height, width, model.config.name, fp, gamma, levels, strings)
+    sides = [s[0] for s in out["sides"]]
+    data = _pack(height, width, model.config.name, fp, gamma, levels, strings, sides, out["crc"][0])
     return data, None if out["x_hat"] is None else out["x_hat"][..., :height, :width], report
 
 
@@ -480,10 +519,17 @@ def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
     gamma = _model_gamma(header.gamma, header.levels, padded, trained_range(model))
     if isinstance(gamma, torch.Tensor) and not (torch.isfinite(gamma).all() and (gamma > 0).all()):
         raise FormatError("the block gammas of the level map overflow float32 (invalid gamma or kappa)")
+    v1 = header.version == 1
     try:
-        out = model.decompress([[s] for s in header.strings], shape, gamma)
+        out = model.decompress([[s] for s in header.strings], shape, gamma,
+                               sides=None if v1 else [[s] for s in header.sides],
+                               threads=CODING_THREADS if v1 else None)
     except (RuntimeError, ValueError) as e:
-        raise FormatError(f"latent strings cannot be decoded ({str(e)[:200]})") from None
+        why = "" if v1 else " although the file's checksum matches: forged, or decoded with different arithmetic"
+        raise FormatError(f"latent strings cannot be decoded ({str(e)[:120]}){why}") from None
+    if not v1 and out["crc"][0] != header.symbols_crc:
+        raise FormatError("decoded with different arithmetic than the encoder's (or forged): the decoded "
+                          "symbols' checksum differs from the file's, whose own checksum is intact")
     return sdata.to_uint8(out["x_hat"][..., :header.height, :header.width])
 
 
@@ -492,7 +538,8 @@ def info(data: bytes) -> dict:
     h = parse(data)
     d = {"height": h.height, "width": h.width, "config": h.config, "fingerprint": h.fingerprint.hex(),
          "bytes": h.size, "bpp": 8 * h.size / (h.height * h.width), "gamma": h.gamma,
-         "roi": h.levels is not None, "latent_bytes": [len(s) for s in h.strings]}
+         "roi": h.levels is not None, "latent_bytes": [len(s) for s in h.strings], "version": h.version,
+         "fragile_symbols": None if h.sides is None else [len(p) for p, _ in h.sides]}
     if h.levels is not None:
         gm = h.levels.model_gamma_map(h.gamma)
         d.update(kappa=h.levels.kappa, blocks=list(gm.shape),

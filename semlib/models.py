@@ -36,12 +36,12 @@ CompressAI's lambda is about 2.66e-4 * gamma.
 The model contract is CompressAI's: ``forward(x, gamma)`` returns the reconstruction and
 the likelihoods of every latent; ``compress(x, gamma)`` returns one byte string per latent
 block (per image) and the latent shape; ``decompress(strings, shape, gamma)`` takes them back.
-The bitstream is only decodable by the same weights computing exactly the same priors:
-compress/decompress run in float32, in eval mode, on the CPU, and the passes both of them
-compute run on ``CODING_THREADS`` threads whatever the caller's setting (some oneDNN
-kernels give other last bits with another thread count; see :func:`coding_threads`).
-Latent strings are read back with a bounds-checked rANS decoder (:func:`rans_decode`),
-since compressai's C++ one reads past the end of a corrupted string.
+The bitstream is only decodable by the same weights computing the same table indexes from
+their priors: compress/decompress run in float32, in eval mode, on the CPU; compress also
+returns the few symbols whose index another CPU or thread count could compute otherwise
+(:mod:`semlib.entropy`), and decompress takes their indexes from it. Latent strings are
+read back with a bounds-checked rANS decoder (:func:`semlib.entropy.rans_decode`), since
+compressai's C++ one reads past the end of a corrupted string.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from bisect import bisect_right
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,16 +59,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from compressai.entropy_models import GaussianConditional
 
+from semlib import entropy
+from semlib.entropy import SCALE_TABLE, coding_tables, rans_decode_py  # noqa: F401 (re-exported)
 from semlib.errors import CheckpointError
 
 GAMMA_RANGE = (32.0, 2048.0)   # the training range of the paper (and QARV's upper end)
 MAX_STRIDE = 64                 # images are padded to a multiple of this
 BLOCK = 8                       # gamma maps have one value per BLOCK x BLOCK pixels
-SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
 LATENT_LIMIT = 1 << 16          # |round(mu_q - mu_p)| is clipped to this before coding
 MIN_SYMBOLS = 8                 # compressai's encoder overruns its buffer on strings of 1-3 symbols
 GAIN_SPAN = math.log(GAMMA_RANGE[1] / GAMMA_RANGE[0])
-CODING_THREADS = 1              # CPU threads of the passes the decoder must reproduce (see coding_threads)
+CODING_THREADS = 1              # CPU threads of the coding passes of format version 1 files (see coding_threads)
 
 
 # --------------------------------------------------------------------------- configurations
@@ -254,96 +254,6 @@ class _PatchUp(nn.Sequential):
         super().__init__(nn.Conv2d(c_in, c_out * rate * rate, 1), nn.PixelShuffle(rate))
 
 
-# --------------------------------------------------------------------------- the entropy decoder
-
-RANS64_L = 1 << 31      # lower bound of the 64-bit rANS state (ryg_rans' Rans64, as compressai uses it)
-RANS_PRECISION = 16     # bits of the quantised CDFs
-BYPASS_BITS = 4         # compressai codes values outside a table in 4-bit "bypass" nibbles
-MAX_BYPASS_NIBBLES = 8  # an int32 needs at most 8 nibbles; more means the string is corrupt
-
-
-def coding_tables(entropy: GaussianConditional) -> tuple[list, list, list]:
-    """The CDF tables of ``entropy`` as Python lists (cdfs, cdf lengths, offsets)."""
-    return (entropy._quantized_cdf.tolist(), entropy._cdf_length.reshape(-1).tolist(),
-            entropy._offset.reshape(-1).tolist())
-
-
-def rans_decode(data: bytes, indexes, tables) -> list[int]:
-    """Decode one latent string written by compressai's ``RansEncoder`` (the encoder of
-    :class:`GaussianConditional`), with every read bounds-checked.
-
-    compressai's own C++ decoder trusts its input: on a short or corrupted string it reads
-    past the end of the buffer (a segfault, or values taken from unrelated memory). This
-    decoder reads the same format and gives the same symbols for every valid string
-    (``tests/test_fuzz.py`` checks it against compressai's), and raises ``ValueError`` when
-    the string is shorter than its symbols need, leaves bytes over, or does not end in the
-    state the encoder starts from (``RANS64_L``, a 64-bit value that garbage almost never
-    reproduces: none of the ~12,700 fuzzed files of ROBUSTNESS.md whose strings reached
-    this decoder with the wrong bytes or the wrong priors did).
-    Its work is linear in ``len(indexes) + len(data)``; as fast as compressai's decoder
-    call, whose Python side converts the tables to lists on every call.
-
-    ``indexes``: the table index of every symbol, in coding order; ``tables``: from
-    :func:`coding_tables`. Returns the integer symbols (the table offset added).
-    """
-    if len(data) < 8 or len(data) % 4:
-        raise ValueError(f"{len(data)} bytes is not a rANS stream (a whole number of 32-bit words, at least 2)")
-    cdfs, cdf_lengths, offsets = tables
-    words = np.frombuffer(bytes(data), "<u4").tolist()
-    n_words = len(words)
-    low = RANS64_L
-    mask = (1 << RANS_PRECISION) - 1
-    x = words[0] | (words[1] << 32)
-    pos = 2
-    out = []
-    for j in indexes:
-        cdf = cdfs[j]
-        top = cdf_lengths[j] - 2                 # the last table entry is the escape to bypass mode
-        cum = x & mask
-        s = bisect_right(cdf, cum, 0, top + 2) - 1
-        start = cdf[s]
-        x = (cdf[s + 1] - start) * (x >> RANS_PRECISION) + cum - start
-        if x < low:
-            if pos == n_words:
-                raise ValueError("the string ends before its last symbol")
-            x = (x << 32) | words[pos]
-            pos += 1
-        if s == top:
-            # bypass mode: a count of nibbles (15 means "15 more follow"), then the nibbles
-            count, raw, k = 0, 0, -1
-            while True:
-                val = x & 0xF
-                x >>= BYPASS_BITS
-                if x < low:
-                    if pos == n_words:
-                        raise ValueError("the string ends before its last symbol")
-                    x = (x << 32) | words[pos]
-                    pos += 1
-                if k < 0:
-                    count += val
-                    if count > MAX_BYPASS_NIBBLES:
-                        raise ValueError("an escaped value is longer than 32 bits")
-                    if val == 0xF:
-                        continue
-                    if count == 0:
-                        break
-                    k = 0
-                    continue
-                raw |= val << (BYPASS_BITS * k)
-                k += 1
-                if k == count:
-                    break
-            if raw >= 1 << 31:
-                raise ValueError("an escaped value is longer than 32 bits")
-            s = -(raw >> 1) - 1 if raw & 1 else (raw >> 1) + top
-        out.append(s + offsets[j])
-    if pos != n_words:
-        raise ValueError(f"{4 * (n_words - pos)} bytes are left over after the last symbol")
-    if x != low:
-        raise ValueError("the string does not end in the encoder's initial state (corrupted)")
-    return out
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -452,7 +362,7 @@ class HierarchicalVAE(nn.Module):
         return feats
 
     def top_down(self, embs, shape, feats=None, mode="noise", strings=None, reconstruct: bool = True,
-                 latents=None, record=None):
+                 latents=None, record=None, coding=None):
         """Top-down pass. ``mode``: 'noise' (training), 'round' (test-time forward),
         a float tau (stochastic Gumbel annealing at temperature tau, see :func:`sga_round`: for
         encoder-side refinement), 'compress' (also entropy-codes each latent), 'decompress' (reads them from ``strings``).
@@ -460,7 +370,10 @@ class HierarchicalVAE(nn.Module):
         after it only build the image, which an encoder that returns bytes does not need.
         ``latents``: posterior means mu_q, one tensor per latent block, to use instead of the
         encoder's (``feats`` is then not read); ``record``: a list that receives the posterior
-        means used, in coding order (:mod:`semlib.refine` optimises them).
+        means used, in coding order (:mod:`semlib.refine` optimises them). ``coding``: a dict
+        for the side information of :mod:`semlib.entropy`: 'compress' fills ``sides`` (per
+        latent, per image: the fragile symbols' positions and bits) and ``crc`` (per image: the
+        CRC-32 of its symbols); 'decompress' reads ``sides`` (if given) and fills ``crc``.
 
         Returns (x_hat, likelihoods, strings)."""
         n, h64, w64 = shape
@@ -468,7 +381,10 @@ class HierarchicalVAE(nn.Module):
         fmt = torch.channels_last if _channels_last(self.stem.weight) else torch.contiguous_format
         state = state.contiguous(memory_format=fmt)
         likelihoods, out_strings = [], []
-        tables = coding_tables(self.entropy) if mode == "decompress" else None
+        tables = entropy.table_arrays(self.entropy) if mode == "decompress" else None
+        if coding is not None:
+            coding.setdefault("sides", [])
+            coding["crc"] = [0] * n
         k = 0
         for t in range(5):
             s = 4 - t
@@ -478,7 +394,7 @@ class HierarchicalVAE(nn.Module):
                     state = block.res_in(state, emb)
                     mean, scale = block.prior(state, emb)
                     if mode == "decompress":
-                        z = self._decode_latent(strings[k], k, scale, mean, tables)
+                        z = self._decode_latent(strings[k], k, scale, mean, tables, coding)
                     else:
                         mu = block.posterior_mean(state, feats[s], emb) if latents is None else latents[k]
                         if mode not in ("noise", "mixed"):
@@ -491,6 +407,8 @@ class HierarchicalVAE(nn.Module):
                                                  f"encoder needs at least {MIN_SYMBOLS} (widen z_dims)")
                             indexes = self.entropy.build_indexes(scale)
                             out_strings.append(self.entropy.compress(mu, indexes, means=mean))
+                            if coding is not None:
+                                self._record_coding(coding, mu, mean, scale, indexes)
                         z, lik = self._quantize(mu, scale, mean, mode)
                         likelihoods.append(lik)
                     state = block.update(state, z, emb)
@@ -504,20 +422,37 @@ class HierarchicalVAE(nn.Module):
         x_hat = (self.head(state).float() + 1.0) / 2.0
         return x_hat, likelihoods, out_strings
 
-    def _decode_latent(self, strings, k, scale, mean, tables):
+    @staticmethod
+    def _record_coding(coding, mu, mean, scale, indexes):
+        """The encoder's side information of one latent: fragile symbols and symbol CRCs."""
+        symbols = torch.round(mu - mean).int()            # what GaussianConditional.compress codes
+        coding["sides"].append([entropy.fragile_sides(scale[i], indexes[i]) for i in range(len(mu))])
+        for i in range(len(mu)):
+            coding["crc"][i] = entropy.symbols_crc(symbols[i].reshape(-1), coding["crc"][i])
+
+    def _decode_latent(self, strings, k, scale, mean, tables, coding=None):
         """z_k = symbols + mu_p, the symbols read from ``strings`` (one per image) with the
-        bounds-checked :func:`rans_decode`; ValueError names the latent that is corrupt."""
+        bounds-checked :func:`semlib.entropy.rans_decode`; the table indexes of the fragile
+        symbols come from ``coding['sides']`` when the file has them. ValueError names the
+        latent that cannot be decoded."""
         indexes = self.entropy.build_indexes(scale)
         if len(strings) != indexes.shape[0]:
             raise ValueError(f"latent {k}: {len(strings)} strings for a batch of {indexes.shape[0]}")
+        sides = coding.get("sides") if coding is not None else None
         symbols = []
         for i, string in enumerate(strings):
+            idx = indexes[i]
+            if sides:
+                positions, bits = sides[k][i]
+                idx = entropy.apply_sides(scale[i], idx, positions, bits)
             try:
-                values = rans_decode(string, indexes[i].reshape(-1).tolist(), tables)
+                values = entropy.rans_decode(string, idx.reshape(-1).numpy(), tables)
             except ValueError as e:
-                raise ValueError(f"latent string {k} is corrupt: {e}") from None
-            symbols.append(values)
-        q = torch.tensor(symbols, dtype=torch.float32, device=mean.device).reshape(mean.shape)
+                raise ValueError(f"latent string {k} does not decode: {e}") from None
+            if coding is not None:
+                coding["crc"][i] = entropy.symbols_crc(values, coding["crc"][i])
+            symbols.append(torch.from_numpy(values))
+        q = torch.stack(symbols).to(device=mean.device, dtype=torch.float32).reshape(mean.shape)
         if q.abs().max() > LATENT_LIMIT:
             raise ValueError(f"latent string {k} holds a value beyond +-{LATENT_LIMIT} (not written by semlib)")
         return q + mean
@@ -545,8 +480,7 @@ class HierarchicalVAE(nn.Module):
     def forward(self, x: torch.Tensor, gamma) -> dict:
         """x: N x 3 x H x W in [0, 1], H and W multiples of 64. Returns {'x_hat', 'likelihoods'}.
         Training mode adds uniform noise to the latents; eval mode rounds them, and gives
-        exactly the reconstruction of :meth:`compress` (same thread count, see
-        :func:`coding_threads`)."""
+        exactly the reconstruction of :meth:`compress` (on the same thread count)."""
         _check_input(x)
         n, _, height, width = x.shape
         shape = (n, height // MAX_STRIDE, width // MAX_STRIDE)
@@ -555,36 +489,44 @@ class HierarchicalVAE(nn.Module):
             feats = self.encode_features(x, embs)
             x_hat, likelihoods, _ = self.top_down(embs, shape, feats, self.train_quantization)
         else:
-            with coding_threads(x.device):
-                embs = self.embeddings(self.log_gamma_map(gamma, x))
+            embs = self.embeddings(self.log_gamma_map(gamma, x))
             feats = self.encode_features(x, embs)
-            with coding_threads(x.device):
-                x_hat, likelihoods, _ = self.top_down(embs, shape, feats, "round")
+            x_hat, likelihoods, _ = self.top_down(embs, shape, feats, "round")
         return {"x_hat": x_hat, "likelihoods": {f"z{i}": l for i, l in enumerate(likelihoods)}}
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, gamma, reconstruct: bool = True, latents=None) -> dict:
+    def compress(self, x: torch.Tensor, gamma, reconstruct: bool = True, latents=None, threads=None) -> dict:
         """Entropy-code x. Returns {'strings': one list (over the batch) of bytes per latent
         block, 'shape': (H/64, W/64), 'x_hat': the reconstruction the decoder will produce
-        (None with ``reconstruct=False``, which skips the layers after the last latent)}.
+        (None with ``reconstruct=False``, which skips the layers after the last latent),
+        'sides' and 'crc': the side information that makes the strings decodable on other
+        CPUs (:mod:`semlib.entropy`)}.
         ``latents``: the posterior means to code instead of the encoder's (from
-        :func:`semlib.refine.refine_latents`); the bottom-up pass is then skipped."""
+        :func:`semlib.refine.refine_latents`); the bottom-up pass is then skipped.
+        ``threads``: run the passes the decoder repeats on this many threads (None: the
+        caller's setting; see :func:`coding_threads`)."""
         _check_input(x)
-        with coding_threads(x.device):
+        with coding_threads(x.device, threads):
             embs = self.embeddings(self.log_gamma_map(gamma, x))
         feats = self.encode_features(x.float(), embs) if latents is None else None
         n, _, height, width = x.shape
         shape = (height // MAX_STRIDE, width // MAX_STRIDE)
-        with coding_threads(x.device):
+        coding = {}
+        with coding_threads(x.device, threads):
             x_hat, _, strings = self.top_down(embs, (n, *shape), feats, "compress", reconstruct=reconstruct,
-                                              latents=latents)
-        return {"strings": strings, "shape": shape, "x_hat": None if x_hat is None else x_hat.clamp(0, 1)}
+                                              latents=latents, coding=coding)
+        return {"strings": strings, "shape": shape, "x_hat": None if x_hat is None else x_hat.clamp(0, 1),
+                "sides": coding["sides"], "crc": coding["crc"]}
 
     @torch.no_grad()
-    def decompress(self, strings, shape, gamma) -> dict:
-        """Inverse of :meth:`compress`: ``strings`` is one list (over the batch) per latent block.
+    def decompress(self, strings, shape, gamma, sides=None, threads=None) -> dict:
+        """Inverse of :meth:`compress`: ``strings`` is one list (over the batch) per latent
+        block, ``sides`` the fragile symbols compress returned (None: compute every table
+        index here, as files of format version 1 need). Returns {'x_hat', 'crc': the CRC-32 of
+        each image's decoded symbols, to compare with the encoder's}.
 
-        Raises ``ValueError`` for a corrupted string (see :func:`rans_decode`). The gamma
+        Raises ``ValueError`` for a string that cannot be decoded (see
+        :func:`semlib.entropy.rans_decode`). The gamma
         embeddings of each scale are built only when the decoder reaches it, so a string
         that does not fit the claimed image size fails before the large maps exist."""
         if len(strings) != self.num_latents:
@@ -594,10 +536,13 @@ class HierarchicalVAE(nn.Module):
         device = self.dec_bias.device
         # a stand-in of the image's shape for log_gamma_map, without memory behind it
         probe = torch.zeros((), device=device).expand(n, 3, h64 * MAX_STRIDE, w64 * MAX_STRIDE)
-        with coding_threads(device):
+        if sides is not None and (len(sides) != self.num_latents or any(len(s) != n for s in sides)):
+            raise ValueError(f"side information for {len(sides)} latents, expected {self.num_latents} of {n} images")
+        coding = {"sides": sides}
+        with coding_threads(device, threads):
             embs = _LazyEmbeddings(self, self.log_gamma_map(gamma, probe))
-            x_hat, _, _ = self.top_down(embs, (n, h64, w64), mode="decompress", strings=strings)
-        return {"x_hat": x_hat.clamp(0, 1)}
+            x_hat, _, _ = self.top_down(embs, (n, h64, w64), mode="decompress", strings=strings, coding=coding)
+        return {"x_hat": x_hat.clamp(0, 1), "crc": coding["crc"]}
 
     @property
     def num_latents(self) -> int:
@@ -638,25 +583,24 @@ def _bound_latent(mu: torch.Tensor, mean: torch.Tensor, k: int, strict: bool) ->
 
 
 @contextmanager
-def coding_threads(device: torch.device):
-    """Run the enclosed computation on ``CODING_THREADS`` CPU threads, then restore the
-    caller's setting.
+def coding_threads(device: torch.device, threads: int | None = None):
+    """Run the enclosed computation on ``threads`` CPU threads (None: leave the caller's
+    setting), then restore the caller's setting.
 
     Some oneDNN kernels (1x1 convolutions on channels-last inputs, measured with torch
-    2.14) split their sums differently with another number of threads, so the same
-    network gives results that differ in the last bits. The decoder must reproduce the
-    encoder's priors and reconstruction exactly, so every pass that both run -- the gamma
-    embeddings and the top-down path -- runs on a fixed thread count, whatever the
-    caller's ``torch.set_num_threads``. The encoder's bottom-up pass only feeds the
-    posterior means, whose rounding is transmitted, and keeps all threads.
+    2.14) split their sums differently with another number of threads, so the same network
+    gives results that differ in the last bits. Files of format version 2 carry side
+    information that makes such differences harmless (:mod:`semlib.entropy`), so they are
+    coded on any thread count; files of version 1 need the decoder to repeat the encoder's
+    arithmetic exactly and were written on ``CODING_THREADS`` threads.
     (``torch.set_num_threads`` is process-wide: do not code concurrently from Python
     threads that set other counts.)
     """
     n = torch.get_num_threads()
-    if device.type != "cpu" or n == CODING_THREADS:
+    if threads is None or device.type != "cpu" or n == threads:
         yield
         return
-    torch.set_num_threads(CODING_THREADS)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

@@ -20,7 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from semlib import FormatError, codec
-from semlib.models import LATENT_LIMIT, SCALE_TABLE, coding_tables, rans_decode
+from semlib import entropy
+from semlib.entropy import SCALE_TABLE, coding_tables, rans_decode_py, table_arrays
+from semlib.models import LATENT_LIMIT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,10 +38,22 @@ fuzz = _load_script("fuzz_decode")
 
 
 @pytest.fixture(scope="module")
-def coder():
+def gc():
     g = GaussianConditional(None)
     g.update_scale_table(SCALE_TABLE)
-    return g, coding_tables(g)
+    return g
+
+
+@pytest.fixture(scope="module", params=["python", "compiled"])
+def coder(request, gc):
+    """compressai's coder and one of semlib's two decoders, as decode(string, indexes) -> list."""
+    if request.param == "python":
+        tables = coding_tables(gc)
+        return gc, lambda string, idx: rans_decode_py(string, list(idx), tables)
+    if entropy._compiled is None:
+        pytest.skip("numba is not installed")
+    arrays = table_arrays(gc)
+    return gc, lambda string, idx: entropy.rans_decode(string, np.asarray(idx), arrays).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +71,7 @@ def test_rans_decode_reads_what_compressai_writes(coder, n, spread, outliers, se
     """Same symbols as compressai's own decoder, escapes (values outside a table) included.
     (At least 8 symbols: compressai 1.2.8's encoder overruns its output buffer -- heap
     corruption, measured -- on 1 to 3 symbols; semlib.models.MIN_SYMBOLS guards it.)"""
-    g, tables = coder
+    g, rans_decode = coder
     gen = torch.Generator().manual_seed(seed)
     scales = torch.exp(torch.rand(1, n, generator=gen) * 9 - 3)           # 0.05 .. 400
     values = torch.round(torch.randn(1, n, generator=gen) * scales * spread)
@@ -65,7 +79,7 @@ def test_rans_decode_reads_what_compressai_writes(coder, n, spread, outliers, se
     values[0, picks] = torch.randint(-LATENT_LIMIT, LATENT_LIMIT + 1, (outliers,), generator=gen).float()
     indexes = g.build_indexes(scales)
     string = g.compress(values, indexes)[0]
-    ours = rans_decode(string, indexes.reshape(-1).tolist(), tables)
+    ours = rans_decode(string, indexes.reshape(-1).tolist())
     theirs = g.decompress([string], indexes).reshape(-1).int().tolist()
     assert ours == theirs == values.reshape(-1).int().tolist()
 
@@ -79,24 +93,24 @@ def test_rans_decode_reads_what_compressai_writes(coder, n, spread, outliers, se
     bytes(range(256)) * 4,
 ])
 def test_strings_that_crash_compressai_raise_value_error(coder, string):
-    g, tables = coder
+    g, rans_decode = coder
     indexes = g.build_indexes(torch.full((1, 20000), 1.0)).reshape(-1).tolist()
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match="rANS stream|ends before|left over|initial state|32 bits"):
-        rans_decode(string, indexes, tables)
+        rans_decode(string, indexes)
     assert time.perf_counter() - t0 < 5.0
 
 
 def test_a_valid_string_with_bytes_added_or_removed_is_refused(coder):
-    g, tables = coder
+    g, rans_decode = coder
     scales = torch.full((1, 5000), 2.0)
     indexes = g.build_indexes(scales)
     string = g.compress(torch.round(torch.randn(1, 5000) * 2), indexes)[0]
     idx = indexes.reshape(-1).tolist()
-    assert len(rans_decode(string, idx, tables)) == 5000
+    assert len(rans_decode(string, idx)) == 5000
     for bad in (string[:-4], string + b"\0\0\0\0", string[4:], b"\0\0\0\0" + string):
         with pytest.raises(ValueError):
-            rans_decode(bad, idx, tables)
+            rans_decode(bad, idx)
 
 
 # --------------------------------------------------------------------------- compressai's encoder, guarded
@@ -173,8 +187,9 @@ def test_garbage_in_a_latent_string_raises_format_error(seeds, tiny_model, which
     if strings[which] == garbage:
         return
     strings[which] = garbage
-    head = bytes(body[:pos["k"] + 1]) + struct.pack(f"<{len(strings)}I", *(len(s) for s in strings))
-    with pytest.raises(FormatError, match=f"latent string {which} is corrupt"):
+    head = (bytes(body[:pos["k"] + 1]) + struct.pack(f"<{len(strings)}I", *(len(s) for s in strings))
+            + bytes(body[pos["k"] + 1 + 4 * len(strings):pos["strings_start"]]))
+    with pytest.raises(FormatError, match=f"latent string {which} does not decode"):
         codec.decode(fuzz.with_crc(head + b"".join(strings)), model=tiny_model)
 
 
@@ -221,7 +236,7 @@ for name in ("scalar", "roi"):
         assert fields[1] == "FormatError", fields
         assert float(fields[2]) < 200, f"peak RSS grew by {fields[2]} MB"
         assert float(fields[3]) < 20
-        assert "latent string 0 is corrupt" in " ".join(fields[4:])
+        assert "latent string 0 does not decode" in " ".join(fields[4:])
 
 
 def test_a_valid_file_with_a_smaller_size_in_the_same_grid_decodes_to_that_size(seeds, tiny_model):
@@ -243,8 +258,9 @@ model = load_model(r"{ckpt}")
 for threads, folder in (({t_a}, r"{a}"), ({t_b}, r"{b}")):
     torch.set_num_threads(threads)
     for f in sorted(glob.glob(folder + "/*.semc")):
-        out = codec.decode(open(f, "rb").read(), model=model)
-        print(threads, f.split("/")[-1], int((out != np.load(f[:-5] + ".npy")).sum()))
+        out = codec.decode(open(f, "rb").read(), model=model).astype(int)
+        diff = np.abs(out - np.load(f[:-5] + ".npy"))
+        print(threads, f.split("/")[-1], int((diff > 0).sum()), int(diff.max()), diff.size)
 """
 
 
@@ -286,23 +302,24 @@ def threads_round_trip(tmp_path):
     script = _DECODE.format(ckpt=tmp_path / "small.pt", a=tmp_path / "a", b=tmp_path / "b", t_a=1, t_b=2)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    return {(int(t), f): int(n) for t, f, n in (line.split() for line in p.stdout.strip().splitlines())}
+    return {(int(t), f): (int(n), int(mx), int(size))
+            for t, f, n, mx, size in (line.split() for line in p.stdout.strip().splitlines())}
 
 
-def test_a_file_encoded_with_2_threads_decodes_bit_exactly_with_1(tmp_path):
+def test_a_file_encoded_with_2_threads_decodes_with_1(tmp_path):
     """Encode with torch.set_num_threads(2), decode with 1 in another process (and the
-    reverse): the decoded image is the encoder's reconstruction, to the last bit.
+    reverse): every file decodes, to the encoder's reconstruction up to one 8-bit level
+    on at most 0.1 % of the sub-pixels.
 
-    What holds, measured on an AMD EPYC (Zen 4, AVX-512; 2 cores), torch 2.14.1 CPU with
-    oneDNN 3.12, with a `small` model of random weights: without the fixed thread count of
-    the coding passes (semlib.models.coding_threads), 3 of these 4 files (2 -> 1 threads)
-    and 142 of 144 Kodak decodes (scripts/determinism.py, ROBUSTNESS.md) differed by 1 in
-    a few sub-pixels; with it, none. Other CPUs (another ISA, another oneDNN) are not
-    covered by this test."""
+    Another thread count gives other last bits in some oneDNN kernels (measured on an AMD
+    EPYC, Zen 4, torch 2.14.1: up to 2.5e-6 in log sigma). Format version 2 lists the
+    symbols whose table index this could change (semlib.entropy), so the entropy decoder
+    never loses its way; the image itself may differ by one level in a few sub-pixels.
+    test_portable.py does the same across instruction sets."""
     import platform
 
     diffs = threads_round_trip(tmp_path)
     assert len(diffs) == 8
-    assert all(n == 0 for n in diffs.values()), (
+    assert all(mx <= 1 and n <= 0.001 * size for n, mx, size in diffs.values()), (
         f"on {platform.processor() or platform.machine()}, torch {torch.__version__}: "
-        f"differing sub-pixels per (decoder threads, file): {diffs}")
+        f"(differing sub-pixels, largest difference, sub-pixels) per (decoder threads, file): {diffs}")
