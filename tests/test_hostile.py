@@ -396,3 +396,12 @@ def test_sizes_are_written_height_x_width(tmp_path, photo_png, tiny_ckpt, capsys
     Image.fromarray(np.zeros((96, 100, 3), np.uint8)).save(other)
     assert main(["metrics", str(photo_png), str(other)]) == 2
     assert "96 x 128 vs 96 x 100 (height x width)" in _one_error_line(capsys, "metrics")
+
+
+def test_a_folder_with_a_negative_kappa_is_refused_once_before_any_worker(tmp_path, photo_png, tiny_ckpt, capsys):
+    out = tmp_path / "out"
+    rc = main(["compress", str(photo_png.parent), "-o", str(out), "--gamma", "200", "--kappa", "-1",
+               "--checkpoint", str(tiny_ckpt)])
+    assert rc == 2
+    assert "kappa" in _one_error_line(capsys)
+    assert not out.exists()
