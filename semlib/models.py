@@ -800,7 +800,13 @@ def config_from_dict(raw) -> Config:
             if not (0 < v <= hi if k == "mlp_ratio" else 0 <= v <= hi):
                 raise CheckpointError(f"configuration field {k!r} is {v:g}, outside {'(0' if k == 'mlp_ratio' else '[0'}, {hi:g}]")
             values[k] = float(v)
-    config = Config(**values)
+    for k in fields - set(values) - {"emb_dim", "mlp_ratio", "gain_residual"}:
+        if k in raw:       # a field of Config that has no check here yet: taken as stored
+            values[k] = tuple(raw[k]) if isinstance(raw[k], list) else raw[k]
+    try:
+        config = Config(**values)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"the configuration does not fit ({_one_line(e)})") from None
     n = estimate_parameters(config)
     if n > MAX_PARAMETERS:
         raise CheckpointError(f"the configuration asks for {n / 1e6:,.0f} M parameters, more than the limit of "
