@@ -49,9 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from semlib import data as sdata
-from semlib.errors import CheckpointError, FormatError, SemlibError
-from semlib.models import (BLOCK, GAMMA_RANGE, MAX_STRIDE, HierarchicalVAE, check_config_name, fingerprint,
-                           load_model)
+from semlib.errors import FormatError, SemlibError
+from semlib.models import BLOCK, GAMMA_RANGE, MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
 from semlib.refine import DEFAULT_LR, refine_latents
 
 MAGIC = b"SEMC"
@@ -417,6 +416,9 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     if gamma is not None:
         gamma = check_gamma(gamma)
     model, fp = get_model(model, checkpoint)
+    from semlib.errors import CheckpointError          # (imported here: keeps the module's imports as they were)
+    from semlib.models import check_config_name
+
     try:
         check_config_name(model.config.name)
     except SemlibError as e:
