@@ -90,6 +90,11 @@ def encode_many(paths, out_dir=None, *, gamma=None, target_bpp=None, importance=
     'auto' (a mask fits only one image). ``workers``: processes (default
     :func:`default_workers`); ``threads``: torch threads of each; ``force``: replace outputs
     that exist (else they are skipped); ``progress``: a tqdm bar with the mean bpp."""
+    from semlib import codec
+
+    if gamma is not None:
+        gamma = codec.check_gamma(gamma)        # once, here; the model's trained range: per file
+    kappa = codec.check_kappa(kappa)
     options = dict(gamma=gamma, target_bpp=target_bpp, importance=importance, kappa=kappa, refine=refine,
                    model=model, checkpoint=checkpoint)
     pairs = plan(paths, out_dir, SEMC, _images)

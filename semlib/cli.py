@@ -13,7 +13,9 @@
     semlib demo [IMAGE] [--bpp B] [--kappa K] [--checkpoint CKPT] [-o FIGURE.png]
     semlib data list | download NAME [--to DIR] | verify NAME [--in DIR]
 
-Bad input of any kind ends with a non-zero exit status and one line on stderr.
+Bad input of any kind ends with a non-zero exit status and one line on stderr (argparse's
+errors too); Ctrl-C at any moment, even while torch is being imported, ends with exit status
+130 and the one line "semlib COMMAND: interrupted". Image sizes are written H x W (height x width).
 """
 
 from __future__ import annotations
@@ -25,14 +27,28 @@ import sys
 import warnings
 from pathlib import Path
 
-from semlib.batch import place, same_file
 from semlib.errors import ImageError, SemlibError
+
+# Nothing heavy is imported here (semlib.batch, torch: in the commands), so that Ctrl-C
+# while they load is caught by main().
 
 EXIT_BAD_INPUT = 2
 
 
 class CliError(Exception):
     """A problem with the command's arguments or files, reported in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (argparse itself prints the usage first, which
+    for compress and decompress is two lines more), exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
 
 
 def _output_path(path: str, force: bool) -> Path:
@@ -92,6 +108,8 @@ def cmd_importance(args) -> int:
     from semlib import data, importance
 
     out = _output_path(args.output, args.force)
+    from semlib.batch import same_file
+
     if same_file(_image_path(args.image), out):
         raise CliError(f"{out} is the input: it would be overwritten")
     img = data.load_image(_image_path(args.image))
@@ -101,7 +119,7 @@ def cmd_importance(args) -> int:
     g = importance.importance_map(img, classifier=args.classifier, target=target, topk=args.topk)
     top = 65535 if args.bits == 16 else 255
     _save_png(out, np.round(g * top).astype(np.uint16 if args.bits == 16 else np.uint8), bits=args.bits, force=args.force)
-    print(f"wrote {out} ({g.shape[1]}x{g.shape[0]}, {args.bits}-bit grey, mean importance {g.mean():.3f})")
+    print(f"wrote {out} ({g.shape[0]} x {g.shape[1]}, {args.bits}-bit grey, mean importance {g.mean():.3f})")
     return 0
 
 
@@ -112,13 +130,20 @@ def _load_map(path, shape):
     p = Path(path)
     if not p.is_file():
         raise CliError(f"{p}: no such file")
+    from semlib.data import upright
+
     try:
         with Image.open(p) as im:
+            im.load()
+            upright(im, str(p))
             a = np.asarray(im.convert("I") if im.mode.startswith("I") else im.convert("L"), dtype=np.float64)
-    except OSError as e:
+    except (OSError, SyntaxError) as e:
         raise CliError(f"{p}: cannot read the importance map ({e})") from None
     if a.shape != shape:
-        raise CliError(f"{p}: importance map is {a.shape[1]}x{a.shape[0]}, the images are {shape[1]}x{shape[0]}")
+        raise CliError(f"{p}: importance map is {a.shape[0]} x {a.shape[1]}, the images are "
+                       f"{shape[0]} x {shape[1]} (height x width)")
+    if not np.isfinite(a).all() or a.min() < 0:
+        raise CliError(f"{p}: the importance map holds negative or non-finite values")
     top = a.max()
     return (a / top if top > 0 else np.ones_like(a)).astype(np.float32)
 
@@ -128,7 +153,8 @@ def cmd_metrics(args) -> int:
 
     ref, rec = data.load_image(_image_path(args.ref)), data.load_image(_image_path(args.rec))
     if ref.shape != rec.shape:
-        raise CliError(f"the images differ in size: {ref.shape[1]}x{ref.shape[0]} vs {rec.shape[1]}x{rec.shape[0]}")
+        raise CliError(f"the images differ in size: {ref.shape[0]} x {ref.shape[1]} vs {rec.shape[0]} x {rec.shape[1]} "
+                       "(height x width)")
     imp = _load_map(args.importance, ref.shape[:2]) if args.importance else None
     x, y = data.to_tensor(ref), data.to_tensor(rec)
     result = {
@@ -165,6 +191,8 @@ def _one_pair(args, what: str, inputs: tuple[str, ...]) -> tuple[str, Path]:
         raise CliError(f"{src} is a folder: give -o OUTDIR to code every file in it")
     if Path(out).is_dir():
         raise CliError(f"{out} is a folder: give -o {out} to write into it")
+    from semlib.batch import same_file
+
     out = _output_path(out, args.force)
     if same_file(src, out):
         raise CliError(f"{out} is the input: it would be overwritten")
@@ -172,6 +200,8 @@ def _one_pair(args, what: str, inputs: tuple[str, ...]) -> tuple[str, Path]:
 
 
 def _place(data: bytes, out: Path, force: bool) -> None:
+    from semlib.batch import place
+
     try:
         place(data, out, force)
     except FileExistsError:
@@ -259,7 +289,7 @@ def cmd_decompress(args) -> int:
     fmt = args.format or FORMAT_OF_SUFFIX.get(out.suffix.lower(), "png")
     img = codec.decode(_read_bytes(src), checkpoint=args.checkpoint)
     _place(batch.image_bytes(img, fmt), out, args.force)
-    print(f"wrote {out} ({img.shape[1]}x{img.shape[0]})")
+    print(f"wrote {out} ({img.shape[0]} x {img.shape[1]}, height x width)")
     return 0
 
 
@@ -270,11 +300,11 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(d))
         return 0
-    print(f"image      {d['width']}x{d['height']}")
+    print(f"image      {d['height']} x {d['width']} (height x width)")
     print(f"size       {d['bytes']} bytes, {d['bpp']:.4f} bpp")
     print(f"model      {d['config']} (checkpoint fingerprint {d['fingerprint']})")
     if d["roi"]:
-        print(f"gamma      {d['gamma']:.3f} with a block map of {d['blocks'][1]}x{d['blocks'][0]}, "
+        print(f"gamma      {d['gamma']:.3f} with a block map of {d['blocks'][0]} x {d['blocks'][1]}, "
               f"kappa {d['kappa']:.3f}: {d['gamma_min']:.2f} .. {d['gamma_max']:.2f}")
     else:
         print(f"gamma      {d['gamma']:.3f} (uniform)")
@@ -357,7 +387,7 @@ def _add_batch_arguments(s) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from semlib import bench, evaluate, train  # their options are defined beside their code
 
-    p = argparse.ArgumentParser(prog="semlib", description="Semantic-aware variable-rate learned image compression.")
+    p = _Parser(prog="semlib", description="Semantic-aware variable-rate learned image compression.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("importance", help="Grad-CAM importance map of an image, as a grey PNG",
@@ -382,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_metrics)
 
     s = sub.add_parser("compress", help="compress an image into a .semc file, or a folder of them",
-                       description="Compress IMAGE into OUT.semc at a Lagrange multiplier --gamma (QARV units, 32..2048 "
-                                   "trained) or at a target rate --bpp (a search over gamma). With --roi the gamma of each "
+                       description="Compress IMAGE into OUT.semc at a Lagrange multiplier --gamma (QARV units, inside "
+                                   "the model's trained range) or at a target rate --bpp (a search over gamma). With --roi the gamma of each "
                                    "8x8 block follows its semantic level: gamma * (T_i / M)^kappa (docs/METHOD.md §2). "
                                    "With -o OUTDIR: every image given, and every image in the folders given (searched "
                                    "recursively, their structure kept), becomes OUTDIR/.../NAME.semc, in worker processes; "
@@ -395,10 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IMAGE OUT.semc; or, with -o, images and folders (an image may be skimage:NAME, e.g. skimage:astronaut)")
     s.add_argument("-o", "--output-dir", metavar="OUTDIR", help="code every input into this folder (created if needed)")
     rate = s.add_mutually_exclusive_group(required=True)
-    rate.add_argument("--gamma", type=float, help="Lagrange multiplier: higher = better quality, more bits")
+    rate.add_argument("--gamma", type=float,
+                      help="Lagrange multiplier: higher = better quality, more bits. It must lie in the range the "
+                           "model was trained on (its checkpoint records it; the paper's 32 .. 2048 if it does not), "
+                           "else it is refused. With --roi "
+                           "it is the base gamma, and the block gammas gamma * (T_i / M)^kappa are clipped to that "
+                           "range (so at its ends ROI moves fewer bits)")
     rate.add_argument("--bpp", type=float, help="target bits per pixel (met within 1%% when possible)")
     s.add_argument("--roi", default="none", help="'auto' (Grad-CAM map), 'none' (uniform, default) or a mask PNG (bright = important; one image only)")
-    s.add_argument("--kappa", type=float, default=1.0, help="strength of the ROI: 0 = uniform, 1 = gamma proportional to the level (default 1)")
+    s.add_argument("--kappa", type=float, default=1.0,
+                   help="strength of the ROI, >= 0: 0 = uniform, 1 = gamma proportional to the level (default 1)")
     s.add_argument("--refine", type=int, default=0, metavar="N",
                    help="N steps of encoder-side refinement of the latents for R + gamma*D (slower; same decoder; "
                         "default 0). The file is never worse by that measure than without it")
@@ -474,21 +510,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    def one_line(message, category, *_args, **_kw):
-        print(f"semlib {args.command}: note: {message}", file=sys.stderr)
-
+    command = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.showwarning = one_line
-            return args.func(args)
-    except (CliError, SemlibError, FileNotFoundError) as e:
-        print(f"semlib {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        # Everything, the building of the parser included (it imports torch), is inside this
+        # try: Ctrl-C at any moment is one line and exit status 130, never a traceback.
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+
+        def one_line(message, category, *_args, **_kw):
+            print(f"semlib {command}: note: {_one_line(message)}", file=sys.stderr)
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.showwarning = one_line
+                return args.func(args)
+        except (CliError, SemlibError, FileNotFoundError) as e:
+            print(f"semlib {command}: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except MemoryError:
+            print(f"semlib {command}: error: out of memory", file=sys.stderr)
+            return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"semlib {args.command}: interrupted", file=sys.stderr)
+        print(f"semlib{'' if command is None else ' ' + command}: interrupted", file=sys.stderr)
         return 130
 
 

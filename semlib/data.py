@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from semlib.errors import ImageError, SemlibError
@@ -103,11 +103,38 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
-    """Read an image file as RGB ``uint8`` H x W x 3.
+def _sixteen_bit_rgb(im: Image.Image) -> bool:
+    """Whether Pillow reads ``im`` (not yet loaded) from 16 bits per sample into an 8-bit RGB(A)
+    mode, that is keeping the high byte of each sample (48/64-bit PNG, 16-bit RGB TIFF)."""
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    for tile in im.tile or ():
+        args = tile[3] if len(tile) > 3 else None
+        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else "")
+        if isinstance(raw, str) and ";16" in raw:
+            return True
+    return False
 
-    Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha is dropped),
-    with a warning; 16-bit images are scaled to 8 bits.
+
+def upright(im: Image.Image, name: str = "image") -> Image.Image:
+    """``im`` turned as its EXIF orientation says (a phone photo is stored sideways with
+    orientation 6 or 8), in place; the image as stored, with a warning, when its EXIF data
+    cannot be read."""
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+    except Exception as e:  # noqa: BLE001 - broken EXIF data must not make the image unreadable
+        warnings.warn(f"{name}: its EXIF orientation cannot be read ({type(e).__name__}); "
+                      "the image is used as stored", stacklevel=3)
+    return im
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as RGB ``uint8`` H x W x 3, upright.
+
+    The EXIF orientation is applied (:func:`upright`). Grayscale, palette, CMYK and RGBA
+    images are converted to RGB (alpha is dropped), with a warning; 16-bit images are
+    reduced to 8 bits, and of an animation or a multi-page file only the first frame is
+    read, each with a warning (a "note" line on the command line).
     Raises :class:`semlib.ImageError` for a missing, empty, unreadable or too large file.
     """
     path = Path(path)
@@ -123,11 +150,16 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
             im = Image.open(path)
         with im:
             if im.width * im.height > max_pixels:
-                raise ImageError(
-                    f"{path}: {im.width}x{im.height} is larger than the limit of {max_pixels} pixels"
-                )
+                raise ImageError(f"{path}: {im.height} x {im.width} (height x width) is larger than the limit "
+                                 f"of {max_pixels} pixels")
+            frames = getattr(im, "n_frames", 1)
+            if isinstance(frames, int) and frames > 1:
+                warnings.warn(f"{path}: only the first of its {frames} frames is read", stacklevel=2)
+            if _sixteen_bit_rgb(im):
+                warnings.warn(f"{path}: {im.mode} image reduced from 16 to 8 bits per sample "
+                              "(the low 8 bits are dropped)", stacklevel=2)
             im.load()
-            return pil_to_array(im, name=str(path))
+            return pil_to_array(upright(im, str(path)), name=str(path))
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
@@ -137,7 +169,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
 def pil_to_array(im: Image.Image, name: str = "image") -> np.ndarray:
     """Convert any PIL image to RGB ``uint8`` H x W x 3, warning on lossy conversions."""
     if im.width == 0 or im.height == 0:
-        raise ImageError(f"{name}: the image has no pixels ({im.width}x{im.height})")
+        raise ImageError(f"{name}: the image has no pixels ({im.height} x {im.width}, height x width)")
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)

@@ -44,7 +44,7 @@ from torchvision.ops import StochasticDepth
 from torchvision.ops.misc import Conv2dNormActivation
 
 from semlib.data import as_array
-from semlib.errors import ImageError
+from semlib.errors import ImageError, SemlibError
 
 # The model sees the image with its short side at this many pixels (ImageNet scale).
 DEFAULT_SHORT_SIDE = 224
@@ -510,6 +510,10 @@ def _read_mask(mask) -> np.ndarray:
             raise ImageError(f"{path}: no such mask file")
         try:
             with Image.open(path) as im:
+                from semlib.data import upright
+
+                im.load()
+                upright(im, str(path))
                 if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                     return np.asarray(im, dtype=np.float32)
                 return np.asarray(im.convert("L"), dtype=np.float32)
@@ -521,11 +525,11 @@ def _read_mask(mask) -> np.ndarray:
     if m.ndim == 3 and m.shape[2] == 1:
         m = m[..., 0]
     if m.ndim != 2:
-        raise ValueError(f"the mask must be a 2-D H x W array (or a grey image file), got shape {m.shape}")
+        raise ImageError(f"the mask must be a 2-D H x W array (or a grey image file), got shape {m.shape}")
     if m.dtype == bool:
         m = m.astype(np.float32)
     if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
-        raise ValueError(f"the mask must hold numbers, got dtype {m.dtype}")
+        raise ImageError(f"the mask must hold numbers, got dtype {m.dtype}")
     return m.astype(np.float32)
 
 
@@ -534,18 +538,18 @@ def mask_map(mask, size: tuple[int, int]) -> np.ndarray:
 
     Resized to ``size`` = (H, W) bilinearly (with antialiasing when shrinking), then
     divided by its max, to [0, 1], keeping ratios; a constant or all-zero mask gives a
-    uniform map. Negative, NaN or empty masks raise ValueError.
+    uniform map. Negative, NaN or empty masks raise :class:`semlib.ImageError` (a ValueError).
     """
     m = _read_mask(mask)
     if m.size == 0:
-        raise ValueError(f"the mask has no pixels (shape {m.shape})")
+        raise ImageError(f"the mask has no pixels (shape {m.shape})")
     if not np.isfinite(m).all():
-        raise ValueError("the mask holds NaN or infinite values")
+        raise ImageError("the mask holds NaN or infinite values")
     if m.min() < 0:
-        raise ValueError(f"the mask has negative values (min {m.min():g}); importance must be >= 0")
+        raise ImageError(f"the mask has negative values (min {m.min():g}); importance must be >= 0")
     if abs(m.shape[0] / m.shape[1] - size[0] / size[1]) > 0.01 * size[0] / size[1]:
-        warnings.warn(f"mask of size {m.shape[0]}x{m.shape[1]} is stretched to the image's {size[0]}x{size[1]}",
-                      stacklevel=3)
+        warnings.warn(f"mask of {m.shape[0]} x {m.shape[1]} (height x width) is stretched to the image's "
+                      f"{size[0]} x {size[1]}", stacklevel=3)
     t = torch.from_numpy(np.ascontiguousarray(m))
     if tuple(t.shape) != tuple(size):
         t = F.interpolate(t[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)[0, 0]
@@ -563,7 +567,7 @@ def importance_map(image, *, classifier="efficientnet_lite0", target=None, topk:
     """
     if mask is not None:
         if target is not None or topk is not None:
-            raise ValueError("a mask replaces Grad-CAM: do not pass target or topk with it")
+            raise SemlibError("a mask replaces Grad-CAM: do not pass target or topk with it")
         a = _check_image(image)
         return mask_map(mask, (a.shape[0], a.shape[1]))
     return gradcam(image, classifier=classifier, target=target, topk=topk, short_side=short_side).map

@@ -647,6 +647,117 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# --------------------------------------------------------------------------- configurations read from files
+
+MAX_PARAMETERS = 400_000_000   # a configuration read from a file may not ask for more (about 4x 'paper')
+MAX_NAME = 64                   # configuration names: printable ASCII, at most this many characters
+_CONFIG_TUPLES = {"enc_widths": 5, "enc_blocks": 5, "dec_widths": 5, "dec_blocks": 5,
+                  "latents": 4, "z_dims": 4, "kernels": 5}
+# (smallest, largest) of each size; the largest are far above the 'paper' configuration
+_CONFIG_BOUNDS = {"enc_widths": (1, 2048), "enc_blocks": (0, 64), "dec_widths": (1, 2048), "dec_blocks": (0, 64),
+                  "latents": (1, 16), "z_dims": (1, 1024), "kernels": (1, 31), "emb_dim": (2, 2048)}
+
+
+def _resblock_parameters(dim: int, emb: int, k: int, ratio: float) -> int:
+    hidden = int(dim * ratio)
+    return (dim * k * k + dim) + (emb * 2 * dim + 2 * dim) + (dim * hidden + hidden) + (hidden * dim + dim) + dim
+
+
+def estimate_parameters(c: Config) -> int:
+    """The parameter count of ``HierarchicalVAE(c)``, computed from the sizes alone (nothing is
+    built): equal to :func:`count_parameters` of the built model."""
+    e, ratio = c.emb_dim, c.mlp_ratio
+    n = (33 * e + e) + (e * (e - 1) + (e - 1))                           # gamma embedding
+    n += 3 * c.enc_widths[0] * 16 + c.enc_widths[0]                       # 4x4 stem
+    for s in range(5):
+        if s > 0:
+            n += c.enc_widths[s - 1] * c.enc_widths[s] * 4 + c.enc_widths[s]
+        n += c.enc_blocks[s] * _resblock_parameters(c.enc_widths[s], e, c.kernels[s], ratio)
+    n += c.dec_widths[0]                                                  # learned constant
+    for t in range(5):
+        s, w = 4 - t, c.dec_widths[t]
+        if t < 4:
+            z, ew = c.z_dims[t], c.enc_widths[s]
+            latent = (4 * _resblock_parameters(w, e, c.kernels[s], ratio) + (w * 2 * z + 2 * z)
+                      + ((w + ew) * w + w) + (w * z + z) + (z * w + w) + (e * z + z))
+            n += c.latents[t] * latent
+            n += c.dec_widths[t] * c.dec_widths[t + 1] * 4 + c.dec_widths[t + 1] * 4    # 2x pixel-shuffle up
+        n += c.dec_blocks[t] * _resblock_parameters(w, e, c.kernels[s], ratio)
+    n += c.dec_widths[4] * 3 * 16 + 3 * 16                                # 4x pixel-shuffle head
+    return n
+
+
+def check_config_name(name) -> str:
+    """A configuration name goes into every file (codec format: one length byte, ASCII):
+    printable ASCII, 1 to MAX_NAME characters. Raises CheckpointError otherwise."""
+    if not isinstance(name, str):
+        raise CheckpointError(f"configuration field 'name' must be a string, got {type(name).__name__}")
+    if not name or len(name) > MAX_NAME or not all(" " <= ch <= "~" for ch in name):
+        shown = name[:40] + ("..." if len(name) > 40 else "")
+        raise CheckpointError(f"configuration field 'name' must be 1 to {MAX_NAME} printable ASCII characters, "
+                              f"got {shown!r} ({len(name)} characters)")
+    return name
+
+
+def config_from_dict(raw) -> Config:
+    """The :class:`Config` stored in a checkpoint, checked field by field before anything is
+    built: types, lengths, bounds (:data:`_CONFIG_BOUNDS`) and the parameter count it implies
+    (:data:`MAX_PARAMETERS`). Raises CheckpointError naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"the configuration is a {type(raw).__name__}, not a table of fields")
+    fields = set(Config.__dataclass_fields__)
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        raise CheckpointError(f"unknown configuration field {str(unknown[0])[:40]!r}")
+    required = ["name", *_CONFIG_TUPLES]
+    for k in required:
+        if k not in raw:
+            raise CheckpointError(f"the configuration lacks the field {k!r}")
+    values = {"name": check_config_name(raw["name"])}
+
+    def whole(k, v, i=None):
+        where = k if i is None else f"{k}[{i}]"
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise CheckpointError(f"configuration field {where!r} must be a whole number, got {str(v)[:40]!r}")
+        lo, hi = _CONFIG_BOUNDS[k]
+        if not lo <= v <= hi:
+            raise CheckpointError(f"configuration field {where!r} is {v}, outside {lo} .. {hi}")
+        return v
+
+    for k, n in _CONFIG_TUPLES.items():
+        v = raw[k]
+        if not isinstance(v, (list, tuple)) or len(v) != n:
+            raise CheckpointError(f"configuration field {k!r} must be a list of {n} whole numbers, got {str(v)[:60]}")
+        values[k] = tuple(whole(k, x, i) for i, x in enumerate(v))
+    if any(k % 2 == 0 for k in values["kernels"]):
+        raise CheckpointError(f"configuration field 'kernels' must hold odd sizes, got {list(values['kernels'])}")
+    if sum(values["latents"]) > 64:
+        raise CheckpointError(f"configuration field 'latents' asks for {sum(values['latents'])} latent blocks "
+                              "(at most 64)")
+    if "emb_dim" in raw:
+        values["emb_dim"] = whole("emb_dim", raw["emb_dim"])
+    for k, hi in (("mlp_ratio", 16.0), ("gain_residual", 8.0)):
+        if k in raw:
+            v = raw[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise CheckpointError(f"configuration field {k!r} must be a number, got {str(v)[:40]!r}")
+            if not (0 < v <= hi if k == "mlp_ratio" else 0 <= v <= hi):
+                raise CheckpointError(f"configuration field {k!r} is {v:g}, outside {'(0' if k == 'mlp_ratio' else '[0'}, {hi:g}]")
+            values[k] = float(v)
+    for k in fields - set(values) - {"emb_dim", "mlp_ratio", "gain_residual"}:
+        if k in raw:       # a field of Config that has no check here yet: taken as stored
+            values[k] = tuple(raw[k]) if isinstance(raw[k], list) else raw[k]
+    try:
+        config = Config(**values)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"the configuration does not fit ({_one_line(e)})") from None
+    n = estimate_parameters(config)
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(f"the configuration asks for {n / 1e6:,.0f} M parameters, more than the limit of "
+                              f"{MAX_PARAMETERS / 1e6:,.0f} M ('paper' has {estimate_parameters(CONFIGS['paper']) / 1e6:.0f} M)")
+    return config
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 CHECKPOINT_FORMAT = "semlib-model"
@@ -656,17 +767,36 @@ SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "small.pt
 def read_checkpoint(path, error: str, device="cpu"):
     """``torch.load(path, weights_only=True)``: no pickled code is run. Any failure to read
     or unpickle raises CheckpointError("``error`` (the first line of the reason)")."""
+    import warnings
+
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it then refuses: the error says it all
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{error} ({first[:200]})") from None
+        text = str(e)
+        if "Weights only load failed" in text:     # torch's advice to load it unsafely is not passed on
+            body = text.split("Check the documentation", 1)[0]
+            marker = "WeightsUnpickler error:" if "WeightsUnpickler error:" in body else "trusted source."
+            reason = body.split(marker, 1)[-1].strip() or "objects other than tensors"
+            raise CheckpointError(f"{error} (it holds more than weights, and is refused unrun: "
+                                  f"{_one_line(reason, 120)})") from None
+        raise CheckpointError(f"{error} ({_one_line(e)})") from None
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (whitespace runs, newlines included, become one
+    space), at most ``limit`` characters; its type's name when it says nothing."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def save_model(model: HierarchicalVAE, path, **meta) -> None:
     """Write the weights and configuration of ``model`` atomically (temp file + rename).
     ``meta`` (numbers and strings: steps, data, wall time ...) is stored beside them."""
     path = Path(path)
+    check_config_name(model.config.name)          # it must fit the files the model will write
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("entropy.")}
     blob = {"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(model.config),
@@ -693,16 +823,22 @@ def load_model(path=None, device="cpu") -> HierarchicalVAE:
     blob = read_checkpoint(path, f"{path}: not a readable semlib checkpoint", device)
     if not isinstance(blob, dict) or blob.get("format") not in (CHECKPOINT_FORMAT, "semlib-train"):
         raise CheckpointError(f"{path}: not a semlib checkpoint")
+    if "config" not in blob:
+        raise CheckpointError(f"{path}: the checkpoint holds no configuration")
     try:
-        config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()})
-        if not (isinstance(config.gain_residual, (int, float)) and 0 <= config.gain_residual <= 8):
-            raise CheckpointError(f"{path}: implausible gain_residual {config.gain_residual!r} in its configuration")
-        state = blob["ema"] if blob.get("format") == "semlib-train" else blob["model"]
+        config = config_from_dict(blob["config"])      # checked before anything is built
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    state = blob.get("ema") if blob.get("format") == "semlib-train" else blob.get("model")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: the checkpoint holds no table of weights")
+    try:
         model = HierarchicalVAE(config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
     except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: the weights do not fit their configuration ({str(e)[:200]})") from None
+        raise CheckpointError(f"{path}: the weights do not fit their configuration ({_one_line(e)})") from None
     missing = [k for k in missing if not k.startswith("entropy.")]
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:

@@ -77,14 +77,15 @@ def test_image_modes_are_converted_to_rgb_and_round_trip(tmp_path, tiny_model, m
     assert out.shape == (24, 40, 3)
 
 
-def test_48_bit_rgb_png_keeps_the_high_byte(tmp_path, tiny_model):
-    """16 bits per channel RGB: Pillow reads the high byte (truncation), without a warning."""
+def test_48_bit_rgb_png_keeps_the_high_byte_with_a_note(tmp_path, tiny_model):
+    """16 bits per channel RGB: Pillow reads the high byte (truncation); load_image says so."""
     import imagecodecs
 
     src = np.random.default_rng(1).integers(0, 65536, size=(9, 11, 3), dtype=np.uint16)
     path = tmp_path / "rgb48.png"
     path.write_bytes(imagecodecs.png_encode(src))
-    rgb = data.load_image(path)
+    with pytest.warns(UserWarning, match="from 16 to 8 bits per sample"):
+        rgb = data.load_image(path)
     assert np.array_equal(rgb, (src >> 8).astype(np.uint8))
     _round_trip(path, tiny_model)
 
