@@ -48,3 +48,41 @@ def binned_means(x, y, bins):
     centres = np.sqrt(bins[:-1] * bins[1:]) if (bins > 0).all() else (bins[:-1] + bins[1:]) / 2
     keep = counts > 0
     return centres[keep], sums[keep] / counts[keep], counts[keep]
+
+
+def map_row(panels, figsize=None, dpi: int = 80, xy_labels: bool = True):
+    """One row of images or maps, each with its title and, if a label is given, a colour bar.
+
+    ``panels``: a sequence of ``(array, title, colorbar_label_or_None, imshow_kwargs)``; an
+    array H x W x 3 is shown as a photo. Axes are labelled in pixels unless ``xy_labels`` is
+    False. Returns (figure, axes).
+    """
+    import matplotlib.pyplot as plt
+
+    panels = list(panels)
+    if not panels:
+        raise ValueError("no panels to draw")
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=figsize or (4.4 * n, 3.4), dpi=dpi, layout="constrained", squeeze=False)
+    axes = axes[0]
+    for ax, (m, title, label, style) in zip(axes, panels):
+        im = ax.imshow(np.asarray(m), **(style or {}))
+        if label is not None:
+            fig.colorbar(im, ax=ax, label=label)
+        ax.set_title(title)
+        if xy_labels:
+            ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
+        else:
+            ax.axis("off")
+    return fig, axes
+
+
+def level_axis(ax, ticks=(0.25, 0.5, 1, 2, 4), axis: str = "x"):
+    """A log axis for block levels with plain tick labels at ``ticks`` (no minor ticks)."""
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    set_scale, set_ticks = (ax.set_xscale, ax.set_xticks) if axis == "x" else (ax.set_yscale, ax.set_yticks)
+    set_scale("log")
+    set_ticks(list(ticks), labels=[f"{t:g}" for t in ticks], minor=False)
+    set_ticks([], minor=True)
+    return ax

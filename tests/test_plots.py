@@ -91,3 +91,29 @@ def test_subset_results_matches_the_file_means_over_all_images():
     assert np.allclose(two["results"]["bpp"], want)
     with pytest.raises(KeyError):
         evaluate.subset_results(d, ["nope.png"])
+
+
+def test_map_row_draws_one_axis_per_panel_and_the_colour_bars_asked_for():
+    import matplotlib.pyplot as plt
+
+    m = np.linspace(0, 1, 64).reshape(8, 8)
+    fig, axes = plots.map_row([(m, "a", "level", {"cmap": "viridis"}), (np.zeros((8, 8, 3)), "photo", None, None)])
+    assert len(axes) == 2 and [a.get_title() for a in axes] == ["a", "photo"]
+    assert len(fig.axes) == 3                      # two panels and one colour bar
+    assert axes[0].get_xlabel() == "x (pixels)"
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        plots.map_row([])
+
+
+def test_level_axis_sets_plain_log_ticks():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0.25, 4], [0, 1])
+    plots.level_axis(ax)
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.25", "0.5", "1", "2", "4"]
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        plots.level_axis(ax, axis="z")
