@@ -418,6 +418,26 @@ def load_results(path: Path | str) -> dict:
     return d
 
 
+def subset_results(results: dict, images) -> dict:
+    """The results dict re-averaged over the named ``images`` only (from its ``per_image``),
+    so that a curve measured on a whole data set can be set beside one measured on a few of
+    its images. KeyError for an image the file does not hold."""
+    names = list(images)
+    per = results.get("per_image") or {}
+    missing = [n for n in names if n not in per]
+    if missing or not names:
+        raise KeyError(f"{results.get('name', '?')} holds no per-image values for {missing or 'an empty list'}")
+    first = per[names[0]]
+    out = {k: list(v) for k, v in results["results"].items() if k not in first}
+    for k, v in first.items():
+        if k in ("quality", "target_bpp"):
+            out[k] = list(v)
+        else:
+            out[k] = [_mean([per[n][k][j] for n in names]) for j in range(len(v))]
+    meta = {**results.get("meta", {}), "num_images": len(names), "images": names}
+    return {**results, "meta": meta, "results": out, "per_image": {n: per[n] for n in names}}
+
+
 # ---------------------------------------------------------------------------------------
 # Published anchors
 

@@ -571,3 +571,37 @@ def importance_map(image, *, classifier="efficientnet_lite0", target=None, topk:
         a = _check_image(image)
         return mask_map(mask, (a.shape[0], a.shape[1]))
     return gradcam(image, classifier=classifier, target=target, topk=topk, short_side=short_side).map
+
+
+# ---------------------------------------------------------------------------------------
+# A classifier-free map, to judge Grad-CAM's allocations with something independent of it
+
+
+def spectral_residual_saliency(image, width: int = 64, sigma: float = 2.5) -> np.ndarray:
+    """Bottom-up saliency of each pixel by the spectral residual (X. Hou and L. Zhang,
+    "Saliency detection: a spectral residual approach", CVPR 2007), float32 H x W in [0, 1].
+
+    It uses no classifier and no training: the grey image, shrunk to ``width`` pixels wide,
+    keeps the phase of its Fourier transform and the log amplitude minus its 3 x 3 local mean
+    (the "residual"); the squared inverse transform, blurred by a Gaussian of ``sigma`` (in
+    pixels of the small image), is resized to the image and divided by its max. It marks what
+    stands out from its surroundings, not what is meaningful, so it serves as an independent
+    judge of maps made by Grad-CAM (notebook 03), not as a replacement for them.
+    """
+    from PIL import Image
+    from scipy import ndimage
+
+    a = _check_image(image)
+    h, w = a.shape[:2]
+    if not (isinstance(width, int) and width >= 8):
+        raise ValueError(f"width must be a whole number >= 8, got {width!r}")
+    small_h = max(8, round(width * h / w))
+    grey = np.asarray(Image.fromarray(a).convert("L").resize((width, small_h), Image.BILINEAR), np.float64) / 255.0
+    spectrum = np.fft.fft2(grey)
+    log_amp = np.log(np.abs(spectrum) + 1e-9)
+    residual = log_amp - ndimage.uniform_filter(log_amp, size=3, mode="wrap")
+    s = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
+    s = ndimage.gaussian_filter(s, sigma)
+    t = torch.from_numpy(s.astype(np.float32))[None, None]
+    up = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    return scale_to_unit(up.clamp(min=0.0)).numpy().astype(np.float32, copy=False)

@@ -395,3 +395,35 @@ def bd_psnr(rate_a, psnr_a, rate_b, psnr_b) -> float:
     ra, qa = _rd_curve(rate_a, psnr_a, "curve A", "PSNR")
     rb, qb = _rd_curve(rate_b, psnr_b, "curve B", "PSNR")
     return _bd_average_gap(np.log(ra), qa, np.log(rb), qb, "log-rate")
+
+
+# ---------------------------------------------------------------------------------------
+# Where the bits go
+
+
+def block_bits(likelihoods, height: int, width: int, block: int = BLOCK) -> np.ndarray:
+    """Bits per ``block`` x ``block`` pixel block, from a model's latent likelihoods.
+
+    ``likelihoods``: a dict or list of tensors 1 x C x h x w (what ``model(x, gamma)`` returns
+    under ``"likelihoods"``) for an input of ``height`` x ``width`` pixels, each latent at a
+    stride ``height / h`` that is a multiple of ``block``. Each latent value costs
+    ``-log2(likelihood)`` bits; its bits are summed over channels and shared evenly among the
+    blocks its cell covers (a latent at 1/16 of the side covers 2 x 2 blocks of 8). The map,
+    ``height // block`` x ``width // block`` float64, sums to the total estimated bits. The even
+    share is a bookkeeping choice: a latent's code is not tied to those pixels alone.
+    """
+    liks = list(likelihoods.values()) if isinstance(likelihoods, dict) else list(likelihoods)
+    if height % block or width % block:
+        raise ValueError(f"{height}x{width} is not a whole number of {block}x{block} blocks")
+    rows, cols = height // block, width // block
+    out = np.zeros((rows, cols), np.float64)
+    for lik in liks:
+        if lik.dim() != 4 or lik.shape[0] != 1:
+            raise ValueError(f"expected likelihoods of shape 1 x C x h x w, got {tuple(lik.shape)}")
+        h, w = lik.shape[-2:]
+        if rows % h or cols % w or height // h != width // w:
+            raise ValueError(f"a latent of {h}x{w} does not tile {rows}x{cols} blocks at one stride")
+        k = rows // h
+        bits = (-torch.log2(lik.detach().double())).sum(dim=1)[0].cpu().numpy()   # h x w
+        out += np.kron(bits, np.ones((k, k))) / (k * k)
+    return out

@@ -1,0 +1,119 @@
+"""semlib.plots, semlib.metrics.block_bits, semlib.importance.spectral_residual_saliency and
+semlib.evaluate.subset_results: the helpers the notebooks call."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+
+from semlib import evaluate, importance, metrics, plots
+
+
+def test_block_bits_keeps_the_total_and_spreads_coarse_latents():
+    fine = torch.full((1, 2, 4, 6), 0.5)       # stride 8 on 32 x 48: 1 bit per value, 2 per block
+    coarse = torch.full((1, 1, 2, 3), 0.25)    # stride 16: 2 bits per value over 2 x 2 blocks
+    coarse[0, 0, 0, 0] = 1.0                   # a free value: 0 bits
+    m = metrics.block_bits({"z0": coarse, "z1": fine}, 32, 48)
+    assert m.shape == (4, 6)
+    total = float(-torch.log2(fine).sum() - torch.log2(coarse).sum())
+    assert m.sum() == pytest.approx(total)
+    assert m[0, 0] == pytest.approx(2.0) and m[1, 1] == pytest.approx(2.0)   # under the free value
+    assert m[3, 5] == pytest.approx(2.0 + 0.5)
+
+
+def test_block_bits_refuses_what_does_not_tile():
+    with pytest.raises(ValueError):
+        metrics.block_bits([torch.full((1, 1, 3, 3), 0.5)], 32, 32)
+    with pytest.raises(ValueError):
+        metrics.block_bits([torch.full((1, 1, 4, 4), 0.5)], 30, 32)
+
+
+def test_block_bits_of_a_real_model_sums_to_its_rate():
+    from semlib.models import build_model
+
+    model = build_model("tiny").eval()
+    x = torch.rand(1, 3, 64, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(x, 256.0)
+    m = metrics.block_bits(out["likelihoods"], 64, 128)
+    bits = sum(float(-torch.log2(lik.double()).sum()) for lik in out["likelihoods"].values())
+    assert m.shape == (8, 16) and (m >= 0).all()
+    assert m.sum() == pytest.approx(bits, rel=1e-9)
+
+
+def test_spectral_residual_marks_a_square_on_a_flat_ground():
+    rng = np.random.default_rng(0)
+    a = np.full((120, 180, 3), 128, np.uint8) + rng.integers(0, 3, (120, 180, 3), dtype=np.uint8)
+    a[40:70, 100:130] = 250
+    s = importance.spectral_residual_saliency(a)
+    assert s.shape == (120, 180) and s.dtype == np.float32
+    assert s.min() >= 0 and s.max() == pytest.approx(1.0)
+    assert s[40:70, 100:130].mean() > 3 * s[:, :40].mean()
+
+
+def test_spectral_residual_refuses_a_tiny_width():
+    with pytest.raises(ValueError):
+        importance.spectral_residual_saliency(np.zeros((16, 16, 3), np.uint8), width=4)
+
+
+def test_overlay_grid_lays_out_rows_and_blanks():
+    import matplotlib.pyplot as plt
+
+    imgs = [np.zeros((8, 8, 3), np.uint8)] * 7
+    fig = plots.overlay_grid(imgs, [np.ones((8, 8))] * 7, [str(i) for i in range(7)], cols=3)
+    assert len(fig.axes) == 9 and fig.axes[0].get_title() == "0" and fig.axes[8].get_title() == ""
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        plots.overlay_grid(imgs, [np.ones((8, 8))] * 6, ["a"] * 7)
+
+
+def test_binned_means():
+    c, m, n = plots.binned_means([1, 1.5, 3, 3.5, 9], [1, 3, 10, 20, 7], [1, 2, 4, 8])
+    assert np.allclose(c, [np.sqrt(2), np.sqrt(8)]) and np.allclose(m, [2, 15]) and list(n) == [2, 2]
+
+
+def test_subset_results_matches_the_file_means_over_all_images():
+    path = Path(__file__).resolve().parents[1] / "results" / "kodak" / "jpeg.json"
+    d = json.loads(path.read_text())
+    names = d["meta"]["images"]
+    whole = evaluate.subset_results(d, names)
+    assert np.allclose(whole["results"]["bpp"], d["results"]["bpp"])
+    assert np.allclose(whole["results"]["psnr-rgb"], d["results"]["psnr-rgb"])
+    two = evaluate.subset_results(d, names[:2])
+    assert two["meta"]["num_images"] == 2
+    want = [(a + b) / 2 for a, b in zip(d["per_image"][names[0]]["bpp"], d["per_image"][names[1]]["bpp"])]
+    assert np.allclose(two["results"]["bpp"], want)
+    with pytest.raises(KeyError):
+        evaluate.subset_results(d, ["nope.png"])
+
+
+def test_map_row_draws_one_axis_per_panel_and_the_colour_bars_asked_for():
+    import matplotlib.pyplot as plt
+
+    m = np.linspace(0, 1, 64).reshape(8, 8)
+    fig, axes = plots.map_row([(m, "a", "level", {"cmap": "viridis"}), (np.zeros((8, 8, 3)), "photo", None, None)])
+    assert len(axes) == 2 and [a.get_title() for a in axes] == ["a", "photo"]
+    assert len(fig.axes) == 3                      # two panels and one colour bar
+    assert axes[0].get_xlabel() == "x (pixels)"
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        plots.map_row([])
+
+
+def test_level_axis_sets_plain_log_ticks():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0.25, 4], [0, 1])
+    plots.level_axis(ax)
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.25", "0.5", "1", "2", "4"]
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        plots.level_axis(ax, axis="z")
