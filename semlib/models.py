@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from compressai.entropy_models import GaussianConditional
 
 from semlib import entropy
-from semlib.entropy import SCALE_TABLE, coding_tables, rans_decode_py  # noqa: F401 (re-exported)
+from semlib.entropy import SCALE_TABLE
 from semlib.errors import CheckpointError
 
 GAMMA_RANGE = (32.0, 2048.0)   # the training range of the paper (and QARV's upper end)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from semlib import FormatError, codec
 from semlib import entropy
-from semlib.entropy import SCALE_TABLE, coding_tables, rans_decode_py, table_arrays
+from semlib.entropy import SCALE_TABLE, table_arrays
 from semlib.models import LATENT_LIMIT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,13 +47,10 @@ def gc():
 @pytest.fixture(scope="module", params=["python", "compiled"])
 def coder(request, gc):
     """compressai's coder and one of semlib's two decoders, as decode(string, indexes) -> list."""
-    if request.param == "python":
-        tables = coding_tables(gc)
-        return gc, lambda string, idx: rans_decode_py(string, list(idx), tables)
-    if entropy._compiled is None:
+    if request.param == "compiled" and entropy._compiled is None:
         pytest.skip("numba is not installed")
-    arrays = table_arrays(gc)
-    return gc, lambda string, idx: entropy.rans_decode(string, np.asarray(idx), arrays).tolist()
+    arrays, compiled = table_arrays(gc), request.param == "compiled"
+    return gc, lambda string, idx: entropy.rans_decode(string, np.asarray(idx), arrays, compiled).tolist()
 
 
 @pytest.fixture(scope="module")
