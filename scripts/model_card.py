@@ -169,8 +169,10 @@ def main() -> None:
          "(`--stratify-gammas`), a training range of 8 … 8192 (wider than the paper's 32 … 2048, so that low rates "
          "are trained for), and from its step 8,783 on mixed quantisation (`--quantization mixed`: the decoder sees "
          "the rounded latents, as at test time; the rate is that of the noisy ones).",
-         "", "Runs, in order (each continues the last with `--resume`, but run 7, which starts from run 6's "
-         "exported EMA weights with `--init`):", ""]
+         "- Run 8 (steps 41,800 → 54,800) repeated run 7's recipe from run 7's exported model, with mixed "
+         "quantisation throughout: another fresh optimizer and cosine of 13,000 steps.",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7 and 8, which start from the "
+         "exported EMA weights before them with `--init`):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
         L.append(f"  `{r['command']}`")
