@@ -42,6 +42,13 @@ def semc_files(out):
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(Path(out).rglob("*.semc"))}
 
 
+
+def _default_sigint():
+    """In the child: SIGINT to its default. A test run started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt (seen when CI was started with nohup ... &)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def test_a_folder_is_mirrored_and_a_corrupt_image_is_counted(folder, tmp_path, tiny_ckpt, capsys):
     out = tmp_path / "out"
     rc = main(["compress", str(folder), "-o", str(out), "--gamma", "200", "--checkpoint", str(tiny_ckpt),
@@ -103,7 +110,8 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(folder, tmp_path, t
     argv = [sys.executable, "-m", "semlib.cli", "compress", str(folder), "-o", str(out), "--gamma", "200",
             "--refine", "60", "--checkpoint", str(tiny_ckpt), "--workers", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 240
     while not list(out.rglob("*.semc")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

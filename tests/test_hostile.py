@@ -45,6 +45,13 @@ def _no_model(*_a, **_k):
 # --------------------------------------------------------------------------- 1. sides >= 65536
 
 
+
+def _default_sigint():
+    """In the child: SIGINT to its default. A test run started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt (seen when CI was started with nohup ... &)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def test_a_side_of_65536_or_more_is_refused_before_any_work(monkeypatch):
     monkeypatch.setattr(codec, "get_model", _no_model)
     for shape in ((2, 70000, 3), (65536, 1, 3)):
@@ -186,7 +193,8 @@ def test_ctrl_c_while_torch_is_imported_is_one_line_and_exit_130(tmp_path, photo
     argv = [sys.executable, "-c", child, "compress", str(photo_png), str(tmp_path / "x.semc"), "--gamma", "200"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     for delay in (0.0, 0.05, 0.3):
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                             preexec_fn=_default_sigint)
         first = p.stderr.readline().decode().strip()
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
