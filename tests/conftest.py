@@ -1,4 +1,4 @@
-"""Shared fixtures: small real images and a `tiny` model (no network, no ../shared, seconds).
+"""Shared fixtures: small real images and a `tiny` model (no network, no data sets beside the clone, seconds).
 
 The photos ship with scikit-image (``skimage.data``), so a fresh clone has them."""
 
