@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,14 @@ def output_change(before: dict, after: dict) -> str | None:
 
 
 def safe_name(text: str) -> str:
-    """A file-name fragment: ASCII letters, digits and '-' only."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "x"
+    """A file-name fragment of ASCII letters, digits and '-': a Greek letter becomes its name."""
+    out = []
+    for ch in text:
+        if ch.isascii() or unicodedata.combining(ch):
+            out.append(ch if ch.isascii() else "")
+        else:
+            out.append("-" + unicodedata.name(ch, "x").split()[-1].lower() + "-")
+    return re.sub(r"[^A-Za-z0-9]+", "-", "".join(out)).strip("-")[:40] or "x"
 
 
 # --------------------------------------------------------------------------- the page (JavaScript)
@@ -310,8 +317,11 @@ def run_all(page, lab: Lab, timeout: float) -> None:
     """Run > Run All Cells, then wait until every code cell has an execution count and the kernel is idle."""
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    wait_until(lambda: any(p.startswith("[*]") for p in page.evaluate(PROMPTS_JS)), 60,
-               "the first cell to start")
+    def started():  # cells queued or running, or (a quick notebook) all of them run already
+        prompts = page.evaluate(PROMPTS_JS)
+        return any(p.startswith("[*]") for p in prompts) or all(re.match(r"\[\d+\]", p) for p in prompts)
+
+    wait_until(started, 60, "the cells to start")
 
     def finished():
         prompts = page.evaluate(PROMPTS_JS)
@@ -400,6 +410,11 @@ def move(page, el, kind: str) -> str:
     raise Failed(f"no way to move a {kind}")
 
 
+def outputs(page, cell: int):
+    """The output area of the notebook's cell number `cell` (counted from 0, markdown cells included)."""
+    return page.locator(".jp-Notebook .jp-Cell").nth(cell).locator(".jp-Cell-outputArea")
+
+
 def check_notebook(page, lab: Lab, notebook: Path, shots: Path, args) -> list[tuple[str, bool, str]]:
     """Open, run and exercise one notebook; return (what, passed, detail) rows."""
     rows = []
@@ -421,6 +436,9 @@ def check_notebook(page, lab: Lab, notebook: Path, shots: Path, args) -> list[tu
     run_all(page, lab, args.run_timeout)
     rows.append(("run all cells", True, f"{time.monotonic() - t0:.0f} s"))
 
+    broken = page.locator(".jp-Notebook .jp-OutputArea", has_text="Error displaying widget")
+    if broken.count():
+        rows.append(("widgets render", False, f"{broken.count()} output(s) say 'Error displaying widget'"))
     found = page.evaluate(DISCOVER_JS, CONTROL_SELECTORS)
     controls = [c for c in found if not c["trigger"]]
     short = missing_kinds(expected, [Control(c["kind"], c["label"]) for c in controls])
@@ -431,7 +449,7 @@ def check_notebook(page, lab: Lab, notebook: Path, shots: Path, args) -> list[tu
         page.screenshot(path=str(shots / f"{stem}_no_controls.png"), full_page=True)
         return rows
     for cell in sorted({c["cell"] for c in controls}):
-        page.locator(".jp-Notebook .jp-Cell").nth(cell).screenshot(path=str(shots / f"{stem}_cell{cell}_0_start.png"))
+        outputs(page, cell).screenshot(path=str(shots / f"{stem}_cell{cell}_0_start.png"))
     for n, c in enumerate(controls, 1):
         what = f"{c['kind']} {c['label']!r} (cell {c['cell']})"
         el = page.locator(f"[data-check-id='{c['id']}']")
@@ -445,8 +463,7 @@ def check_notebook(page, lab: Lab, notebook: Path, shots: Path, args) -> list[tu
                 done += f", pressed {t['label']!r}"
             t1 = time.monotonic()
             after = settle(page, lab, c["cell"], before, args.control_timeout)
-            cell_el = page.locator(".jp-Notebook .jp-Cell").nth(c["cell"])
-            cell_el.screenshot(path=str(shots / f"{stem}_cell{c['cell']}_{n}_{c['kind']}-{safe_name(c['label'])}.png"))
+            outputs(page, c["cell"]).screenshot(path=str(shots / f"{stem}_cell{c['cell']}_{n}_{c['kind']}-{safe_name(c['label'])}.png"))
             if after is None:
                 rows.append((what, False, f"{done}; the output did not change within {args.control_timeout:.0f} s"))
             elif new_errors(before, after):
@@ -487,6 +504,7 @@ def main(argv=None) -> int:
     args.screenshots.mkdir(parents=True, exist_ok=True)
     log_path = args.screenshots / "jupyterlab.log"
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that a kill still ends the server and browser
     start = time.monotonic()
     results: dict[str, list] = {}
     lab = Lab(args.python, log_path)
@@ -498,7 +516,7 @@ def main(argv=None) -> int:
                                          args=["--disable-dev-shm-usage", "--disable-gpu"])
             try:
                 for nb in args.notebooks:
-                    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                    page = browser.new_page(viewport={"width": 1280, "height": 1400})
                     name = nb.name
                     print(f"== {name}", flush=True)
                     try:

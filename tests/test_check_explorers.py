@@ -70,7 +70,8 @@ def test_a_new_traceback_is_reported_by_its_last_line(ce):
 
 def test_safe_name_keeps_ascii_only(ce):
     assert ce.safe_name("ROI (Grad-CAM)") == "ROI-Grad-CAM"
-    assert ce.safe_name("γ") == "x"
+    assert ce.safe_name("γ") == "gamma"
+    assert ce.safe_name("M̄ and κ") == "M-and-kappa"
 
 
 def test_bad_arguments_exit_2_before_any_browser(ce, tmp_path, capsys):
