@@ -317,6 +317,7 @@ def run_all(page, lab: Lab, timeout: float) -> None:
     """Run > Run All Cells, then wait until every code cell has an execution count and the kernel is idle."""
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
     def started():  # cells queued or running, or (a quick notebook) all of them run already
         prompts = page.evaluate(PROMPTS_JS)
         return any(p.startswith("[*]") for p in prompts) or all(re.match(r"\[\d+\]", p) for p in prompts)
