@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 0). The file is never worse by that measure than without it")
     s.add_argument("--tile", type=int, default=None, metavar="N",
                    help="code the image in N x N pixel tiles (a multiple of 64), in bounded memory, as a version-3 "
-                        "file; 0 = never tile (default: tile images of more than 4 Mpx, in 1024-pixel tiles)")
+                        "file; 0 = never tile (default: tile images of more than 4 Mpx, in 2048-pixel tiles)")
     s.add_argument("--tile-overlap", type=int, default=None, metavar="O",
                    help="pixels shared by neighbouring tiles, blended (a multiple of 8, at most N/2; default 16)")
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")

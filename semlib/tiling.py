@@ -60,7 +60,7 @@ from semlib.models import BLOCK, MAX_STRIDE
 
 VERSION = 3
 THRESHOLD = 4 * 1024 * 1024          # pixels: larger images are tiled by default (16 MP untiled: ~3 GB RSS)
-TILE = 1024                          # default tile side, pixels
+TILE = 2048                          # default tile side, pixels (a 4 Mpx tile: ~1.5 GB RSS untiled)
 OVERLAP = 16                         # default overlap, pixels
 MAX_TILES = 1 << 20
 
