@@ -1,7 +1,7 @@
 """Peak memory and time of coding large images, tiled (format version 3) and untiled.
 
     PYTHONPATH=. nice -n 15 python scripts/large_image_benchmark.py            # 16 and 81 Mpx (~20 min, 1 core)
-    PYTHONPATH=. python scripts/large_image_benchmark.py --sizes 16 --no-roi   # quicker
+    PYTHONPATH=. python scripts/large_image_benchmark.py --sizes 16 --roi-max 0   # quicker
 
 Each step is the command line a user would run (``semlib compress``, ``semlib decompress``,
 ``semlib importance``) in its own process under ``/usr/bin/time -v``, so the peak RSS and
@@ -69,7 +69,7 @@ def psnr_chunked(a_path: Path, b_path: Path) -> float:
     return float(10 * np.log10(255.0 ** 2 * a.size / sse))
 
 
-def run(sizes, gamma: float, threads: int, roi: bool, untiled_max: int, work: Path) -> list[dict]:
+def run(sizes, gamma: float, threads: int, roi_max: int, untiled_max: int, work: Path) -> list[dict]:
     paths = bench.kodak_paths(24)
     rows = []
     for mp in sizes:
@@ -79,7 +79,7 @@ def run(sizes, gamma: float, threads: int, roi: bool, untiled_max: int, work: Pa
         variants = [("tiled (default)", [])]
         if mp <= untiled_max:
             variants.append(("untiled (--tile 0)", ["--tile", "0"]))
-        if roi:
+        if mp <= roi_max:
             variants.append(("tiled, --roi auto", ["--roi", "auto"]))
         for name, extra in variants:
             semc, back = work / "out.semc", work / "back.tiff"
@@ -95,7 +95,7 @@ def run(sizes, gamma: float, threads: int, roi: bool, untiled_max: int, work: Pa
                     row["psnr"] = psnr_chunked(src, back)
                     back.unlink()
             rows.append(row)
-        if roi:
+        if mp <= roi_max:
             imp = timed(["importance", str(src), "-o", str(work / "map.png"), "--force"], threads)
             rows.append({"megapixels": round(h * w / 1e6, 1), "height": h, "width": w,
                          "variant": "semlib importance (full-size map)", "encode": imp})
@@ -135,7 +135,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 81], choices=sorted(SIZES))
     ap.add_argument("--gamma", type=float, default=64.0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-roi", action="store_true", help="skip --roi auto and semlib importance")
+    ap.add_argument("--roi-max", type=int, default=16,
+                    help="largest size (Mpx) also coded with --roi auto and mapped by semlib importance (default 16)")
     ap.add_argument("--untiled-max", type=int, default=16,
                     help="largest size (Mpx) also coded untiled (default 16: 81 Mpx untiled needs > 9.4 GB)")
     ap.add_argument("--load-note", default="one of the 2 cores runs a training process all along, and other "
@@ -145,8 +146,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     machine = bench.machine_info(args.threads)
     with tempfile.TemporaryDirectory(prefix="semlib-large-") as tmp:
-        rows = run(args.sizes, args.gamma, args.threads, not args.no_roi, args.untiled_max, Path(tmp))
-    report = {"machine": machine, "threads": args.threads, "gamma": args.gamma, "rows": rows,
+        rows = run(args.sizes, args.gamma, args.threads, args.roi_max, args.untiled_max, Path(tmp))
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    report = {"machine": machine, "commit": commit, "threads": args.threads, "gamma": args.gamma, "rows": rows,
               "load_end": os.getloadavg()[0], "load_note": args.load_note,
               "command": " ".join(["python scripts/large_image_benchmark.py", *(argv if argv is not None else sys.argv[1:])]),
               "untiled_note": f"Untiled coding of the sizes above {args.untiled_max} Mpx was not run: the machine has "
