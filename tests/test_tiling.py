@@ -244,3 +244,25 @@ def test_every_truncation_of_a_tiled_file_is_refused(tiny_model, tiled_file):
     for n in range(0, len(tiled_file), 97):
         with pytest.raises(FormatError):
             codec.decode(tiled_file[:n], model=tiny_model)
+
+
+def test_fuzzed_tiled_files_decode_or_raise_format_error(tiny_model):
+    """6 cases of each kind of ``scripts/fuzz_decode.py --tiled`` (its tiled seeds, in-process)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "fuzz_decode.py"
+    spec = importlib.util.spec_from_file_location("fuzz_decode_tiled", path)
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    seeds = fuzz.tiled_seed_files(tiny_model)
+    assert all(b[4] == 3 for b in seeds.values())
+    outcomes = {}
+    for i in range(6 * len(fuzz.TILED_KINDS)):
+        kind, name, blob = fuzz.make_case(i, 11, seeds, fuzz.TILED_KINDS)
+        outcome, detail = fuzz.judge(blob, tiny_model)
+        assert outcome in fuzz.OK_OUTCOMES, (i, kind, name, outcome, detail)
+        outcomes.setdefault(kind, []).append(outcome)
+    for kind in ("truncate", "bitflip", "insert", "delete", "random"):
+        assert set(outcomes[kind]) == {"format_error"}, kind
+    assert outcomes["tiled_crc"].count("format_error") >= 3
