@@ -46,10 +46,11 @@ def timed(args: list[str], threads: int) -> dict:
                           capture_output=True, text=True, env=env)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr)
+    cpu = sum(float(m.group(1)) for m in re.finditer(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr))
     secs = 0.0
     for part in (wall.group(1) if wall else "0").split(":"):
         secs = secs * 60 + float(part)
-    out = {"command": "semlib " + " ".join(args), "rc": proc.returncode, "seconds": round(secs, 2),
+    out = {"command": "semlib " + " ".join(args), "rc": proc.returncode, "seconds": round(secs, 2), "cpu_seconds": round(cpu, 2),
            "peak_mib": round(int(rss.group(1)) / 1024) if rss else None,
            "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2),
            "stdout": proc.stdout.strip()[-300:]}
@@ -111,18 +112,20 @@ def markdown(report: dict) -> str:
              f"**Load:** {report['load_note']} Load average (1 min) at the start {m['load_average']:.2f}, at the end "
              f"{report['load_end']:.2f}; each row gives it before each command.", "",
              "Each figure is one run of the whole command (`/usr/bin/time -v`): Python, torch and the model loaded, "
-             "the PNG read, the output written (decode: an uncompressed TIFF). Images: mosaics of the 24 Kodak photos.",
+             "the PNG read, the output written (decode: an uncompressed TIFF). Images: mosaics of the 24 Kodak photos. "
+             "Times are CPU seconds (user + system) of the command, then its wall seconds: on a machine this busy the "
+             "wall time mostly measures the other jobs.",
              "",
-             "| image | how | file | bpp | PSNR (dB) | encode (s) | encode peak RSS (MiB) | decode (s) | decode peak RSS (MiB) | load before enc / dec |",
+             "| image | how | file | bpp | PSNR (dB) | encode CPU / wall (s) | encode peak RSS (MiB) | decode CPU / wall (s) | decode peak RSS (MiB) | load before enc / dec |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
         e, d = r["encode"], r.get("decode")
-        enc_s = f"{e['seconds']:.1f}" if e["rc"] == 0 else f"failed ({(e.get('stderr') or ['?'])[-1][:60]})"
+        enc_s = f"{e['cpu_seconds']:.1f} / {e['seconds']:.0f}" if e["rc"] == 0 else f"failed ({(e.get('stderr') or ['?'])[-1][:60]})"
         lines.append(
             f"| {r['height']} x {r['width']} ({r['megapixels']:g} Mpx) | {r['variant']} | "
             f"{'v%d' % r['version'] if 'version' in r else ''} | {r.get('bpp', float('nan')):.3f} | "
             f"{r.get('psnr', float('nan')):.2f} | {enc_s} | {e['peak_mib']:,} | "
-            f"{d['seconds']:.1f} | {d['peak_mib']:,} | {e['load_before']:.1f} / {d['load_before']:.1f} |"
+            f"{d['cpu_seconds']:.1f} / {d['seconds']:.0f} | {d['peak_mib']:,} | {e['load_before']:.1f} / {d['load_before']:.1f} |"
             if d else
             f"| {r['height']} x {r['width']} ({r['megapixels']:g} Mpx) | {r['variant']} | | | | {enc_s} | "
             f"{e['peak_mib']:,} | | | {e['load_before']:.1f} |")
