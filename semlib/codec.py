@@ -33,6 +33,9 @@ File format, version 2 (all integers little-endian)::
     .       ...   the k strings (rANS, one per latent block of the model, coarse to fine)
     end-4   4     CRC32 of every byte before it
 
+Version 3 holds an image of more than 4 Mpx in overlapping tiles, each coded as above (its
+layout and the blending: :mod:`semlib.tiling`); smaller images are still written as version 2.
+
 Everything the decoder needs is in the file, and every byte of it counts in bpp.
 **Portability.** The decoder recomputes the priors in float32, and on another x86-64
 instruction set, another thread count or another build of the math libraries they come out
