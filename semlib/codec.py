@@ -33,6 +33,9 @@ File format, version 2 (all integers little-endian)::
     .       ...   the k strings (rANS, one per latent block of the model, coarse to fine)
     end-4   4     CRC32 of every byte before it
 
+Version 3 holds an image of more than 4 Mpx in overlapping tiles, each coded as above (its
+layout and the blending: :mod:`semlib.tiling`); smaller images are still written as version 2.
+
 Everything the decoder needs is in the file, and every byte of it counts in bpp.
 **Portability.** The decoder recomputes the priors in float32, and on another x86-64
 instruction set, another thread count or another build of the math libraries they come out
@@ -61,14 +64,14 @@ import torch
 import torch.nn.functional as F
 
 from semlib import data as sdata
-from semlib import entropy
+from semlib import entropy, tiling
 from semlib.errors import FormatError, SemlibError
 from semlib.models import BLOCK, CODING_THREADS, GAMMA_RANGE, MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
 from semlib.refine import DEFAULT_LR, refine_latents
 
 MAGIC = b"SEMC"
 VERSION = 2
-VERSIONS = (1, 2)                       # the versions this semlib reads
+VERSIONS = (1, 2, 3)                    # the versions this semlib reads (3: tiled, semlib.tiling)
 FLAG_MAP = 1
 MAX_SIDE = 1 << 16                      # refuse forged sizes before allocating anything
 MAX_PIXELS = sdata.MAX_PIXELS
@@ -297,6 +300,8 @@ def parse(data: bytes) -> Header:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected the file's bytes, got {type(data).__name__}")
     data = bytes(data)
+    if tiling.is_tiled(data):                            # version 3: a large image in tiles
+        return tiling.parse(data)
     if len(data) < len(MAGIC) or data[:4] != MAGIC:
         raise FormatError("not a .semc file (wrong magic bytes)")
     if len(data) < 4 + 2 + 8 + 1 + 8 + 4 + 1 + 4:
@@ -411,7 +416,8 @@ def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=Tr
 def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0,
                  model=None, checkpoint=None, tolerance: float = 0.01,
                  gamma_range=None, max_iter: int = 20, reconstruct: bool = True, refine: int = 0,
-                 refine_lr: float | None = None, refine_first: int = 0, **alloc) -> Encoded:
+                 refine_lr: float | None = None, refine_first: int = 0, tile=None, tile_overlap=None,
+                 **alloc) -> Encoded:
     """Compress ``image`` at a given ``gamma`` or at a ``target_bpp`` (rate control).
 
     ``importance``: None (uniform gamma), ``'auto'`` (Grad-CAM map of the image, docs/METHOD.md §1),
@@ -434,6 +440,12 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     ``refine_lr``: its Adam step size (default :data:`semlib.refine.DEFAULT_LR`);
     ``refine_first``: the first latent block it changes (0 = all); the report of the refinement
     is in the result's ``refinement``.
+
+    ``tile``: images of more than :data:`semlib.tiling.THRESHOLD` pixels are coded in tiles of
+    :data:`semlib.tiling.TILE` pixels overlapping by ``tile_overlap`` (default
+    :data:`semlib.tiling.OVERLAP`), in bounded memory, into a version-3 file (:mod:`semlib.tiling`);
+    ``tile=N`` tiles any image that does not fit in one N-pixel tile, ``tile=0`` never tiles.
+    Rate control and ROI act on the whole image: one gamma, one block map.
     """
     if (gamma is None) == (target_bpp is None):
         raise SemlibError("give exactly one of gamma= or target_bpp=")
@@ -469,14 +481,22 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
         gamma_range = trained
     else:
         gamma_range = _check_gamma_range(gamma_range, trained)
-    levels = roi_levels(img, importance, kappa, **alloc)
-    x = _pad(sdata.to_tensor(img).to(next(model.parameters()).device))
+    grid = tiling.plan(height, width, tile, tile_overlap)
+    if grid is not None and height * width > tiling.THRESHOLD:
+        levels = tiling.roi_levels(img, importance, kappa, **alloc)   # bounded memory
+    else:
+        levels = roi_levels(img, importance, kappa, **alloc)
+    x = _pad(sdata.to_tensor(img).to(next(model.parameters()).device)) if grid is None else None
 
     report = None
 
     def run(g, recon=False, steps=0):
         nonlocal report
         g32 = float(np.float32(g))
+        if grid is not None:
+            data, x_hat, report = tiling.encode_tiles(model, fp, img, grid, g32, levels, reconstruct=recon,
+                                                      refine=steps, refine_lr=refine_lr, refine_first=refine_first)
+            return g32, data, x_hat
         data, x_hat, report = _encode_at(model, fp, x, height, width, g32, levels, reconstruct=recon,
                                          refine=steps, refine_lr=refine_lr, refine_first=refine_first)
         return g32, data, x_hat
@@ -543,7 +563,7 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
 
 def _result(g, data, x_hat, levels, height, width, gamma_range) -> Encoded:
     return Encoded(data=data, gamma=g, bpp=8 * len(data) / (height * width),
-                   x_hat=None if x_hat is None else sdata.to_uint8(x_hat),
+                   x_hat=x_hat if x_hat is None or isinstance(x_hat, np.ndarray) else sdata.to_uint8(x_hat),
                    gamma_map=None if levels is None else levels.model_gamma_map(g, gamma_range))
 
 
@@ -558,7 +578,10 @@ def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
     """The bytes of a ``.semc`` file -> RGB ``uint8`` H x W x 3.
 
     Raises :class:`semlib.FormatError` for a truncated, corrupted or foreign file, or one
-    made with another checkpoint; nothing reaches the rANS decoder unchecked."""
+    made with another checkpoint; nothing reaches the rANS decoder unchecked. A tiled file
+    (version 3) is decoded tile by tile (:func:`semlib.tiling.decode`)."""
+    if tiling.is_tiled(data):
+        return tiling.decode(data, model, checkpoint)
     header = parse(data)
     model, fp = get_model(model, checkpoint)
     if header.config != model.config.name:
@@ -589,7 +612,10 @@ def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
 
 
 def info(data: bytes) -> dict:
-    """What a file holds, without decoding it: size, gamma description, bpp, bytes per latent."""
+    """What a file holds, without decoding it: size, gamma description, bpp, bytes per latent
+    (summed over the tiles of a tiled file, which also gives its tiling)."""
+    if tiling.is_tiled(data):
+        return tiling.info(data)
     h = parse(data)
     d = {"height": h.height, "width": h.width, "config": h.config, "fingerprint": h.fingerprint.hex(),
          "bytes": h.size, "bpp": 8 * h.size / (h.height * h.width), "gamma": h.gamma,

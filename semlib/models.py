@@ -405,12 +405,16 @@ class HierarchicalVAE(nn.Module):
                             if mu[0].numel() < MIN_SYMBOLS:
                                 raise ValueError(f"latent {k} has {mu[0].numel()} values per image; compressai's "
                                                  f"encoder needs at least {MIN_SYMBOLS} (widen z_dims)")
-                            indexes = self.entropy.build_indexes(scale)
+                            indexes = entropy.build_indexes(self.entropy, scale)
                             out_strings.append(self.entropy.compress(mu, indexes, means=mean))
                             if coding is not None:
                                 self._record_coding(coding, mu, mean, scale, indexes)
-                        z, lik = self._quantize(mu, scale, mean, mode)
-                        likelihoods.append(lik)
+                        if mode == "compress":          # the file needs z, not its likelihood
+                            with torch.autocast(device_type=mu.device.type, enabled=False):
+                                z = self.entropy.quantize(mu.float(), "dequantize", mean.float())
+                        else:
+                            z, lik = self._quantize(mu, scale, mean, mode)
+                            likelihoods.append(lik)
                     state = block.update(state, z, emb)
                     k += 1
                 if t == 3 and not reconstruct:
@@ -435,7 +439,7 @@ class HierarchicalVAE(nn.Module):
         bounds-checked :func:`semlib.entropy.rans_decode`; the table indexes of the fragile
         symbols come from ``coding['sides']`` when the file has them. ValueError names the
         latent that cannot be decoded."""
-        indexes = self.entropy.build_indexes(scale)
+        indexes = entropy.build_indexes(self.entropy, scale)
         if len(strings) != indexes.shape[0]:
             raise ValueError(f"latent {k}: {len(strings)} strings for a batch of {indexes.shape[0]}")
         sides = coding.get("sides") if coding is not None else None
