@@ -22,6 +22,7 @@ import math
 import shlex
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,16 @@ VARIANTS = {
     "top20_b4_smooth16": (1.0, {"top": 0.2, "boost": 4.0, "smooth": 16.0}),
     "top20_b8_smooth16": (1.0, {"top": 0.2, "boost": 8.0, "smooth": 16.0}),
     "top20_b16": (1.0, {"top": 0.2, "boost": 16.0}),
+    # the level map rounded to a few values: the file's map (zlib, 8 bits a block) gets much smaller
+    "k0.5_s8": (0.5, {"steps": 8}),
+    "k1_s4": (1.0, {"steps": 4}),
+    "k1_s8": (1.0, {"steps": 8}),
+    "k1_s16": (1.0, {"steps": 16}),
+    "k1.5_s8": (1.5, {"steps": 8}),
+    "k2_s8": (2.0, {"steps": 8}),
+    "top20_b6": (1.0, {"top": 0.2, "boost": 6.0}),
+    "top15_b6": (1.0, {"top": 0.15, "boost": 6.0}),
+    "top25_b6": (1.0, {"top": 0.25, "boost": 6.0}),
 }
 SPREAD8 = ["kodim01.png", "kodim04.png", "kodim07.png", "kodim10.png",
            "kodim13.png", "kodim16.png", "kodim19.png", "kodim22.png"]
@@ -67,10 +78,12 @@ def summarise(per_image, names):
         if not rows:
             continue
         d = {k: float(np.mean([r[k] - u[k] for u, r in rows])) for k in ("top20", "psnr", "ms_ssim", "si_ssim", "bpp")}
+        side = [r["level_map_bpp"] for _, r in rows if "level_map_bpp" in r]
         cost = -d["psnr"]
         out[v] = {"images": len(rows), "d_top20_db": d["top20"], "d_psnr_db": d["psnr"],
                   "d_ms_ssim": d["ms_ssim"], "d_si_ssim": d["si_ssim"], "d_bpp": d["bpp"],
                   "bpp": float(np.mean([r["bpp"] for _, r in rows])),
+                  "level_map_bpp": float(np.mean(side)) if side else None,
                   "top20_gain_per_db_cost": d["top20"] / cost if cost > 1e-9 else None,
                   "meets_target": d["top20"] >= 1.0 and cost <= 0.3}
     # Pareto front in (top-20 % gain, whole-image delta): kept unless another is at least as good in both, better in one
@@ -117,8 +130,9 @@ def main():
             r = {"bpp": enc.bpp, "gamma": enc.gamma, "met": bool(enc.met_target), **score(img, enc.x_hat, imp)}
             if enc.gamma_map is not None:
                 gm = enc.gamma_map
-                r.update(gamma_min=float(gm.min()), gamma_max=float(gm.max()),
-                         gamma_mean=float(gm.mean()))
+                levels = codec.parse(enc.data).levels
+                r.update(gamma_min=float(gm.min()), gamma_max=float(gm.max()), gamma_mean=float(gm.mean()),
+                         level_map_bpp=8 * len(zlib.compress(levels.q.tobytes(), 9)) / (img.shape[0] * img.shape[1]))
             if a.check_decode and i == 0:
                 r["decode_equals_encoder"] = bool(np.array_equal(codec.decode(enc.data, model=model), enc.x_hat))
             r["seconds"] = time.time() - t0
@@ -131,11 +145,11 @@ def main():
         result["elapsed_seconds"] = time.time() - t_start
         out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{'variant':18s} {'dTop20':>7s} {'dPSNR':>7s} {'gain/cost':>9s} {'dMS-SSIM':>9s} {'dSI-SSIM':>9s} "
-          f"{'dbpp':>7s} pareto")
+          f"{'dbpp':>7s} {'map bpp':>7s} pareto")
     for v, s in result["summary"].items():
         gpc = "-" if s["top20_gain_per_db_cost"] is None else f"{s['top20_gain_per_db_cost']:.2f}"
         print(f"{v:18s} {s['d_top20_db']:+7.2f} {s['d_psnr_db']:+7.2f} {gpc:>9s} {s['d_ms_ssim']:+9.4f} "
-              f"{s['d_si_ssim']:+9.4f} {s['d_bpp']:+7.4f} {'*' if s['pareto'] else ''}")
+              f"{s['d_si_ssim']:+9.4f} {s['d_bpp']:+7.4f} {s['level_map_bpp'] or 0:7.4f} {'*' if s['pareto'] else ''}")
     print(f"wrote {out} ({time.time() - t_start:.0f} s)")
 
 

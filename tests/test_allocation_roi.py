@@ -2,6 +2,7 @@
 the two-level "top fraction" map; and that a file made with them decodes without them."""
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -109,3 +110,32 @@ def test_a_top_fraction_file_decodes_without_the_allocation_options(photo, tiny_
     # the same importance with the paper's allocation gives another map (the options did act)
     paper = codec.encode_image(photo, gamma=200.0, importance=g, kappa=1.0, model=tiny_model)
     assert np.unique(paper.gamma_map).size > 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(block_maps, st.integers(2, 32))
+def test_quantised_levels_take_at_most_steps_values_and_keep_the_mean(V, n):
+    a = allocate(V + 1e-3, 100.0, steps=n, block=1)
+    assert np.unique(np.round(np.log(a.T), 9)).size <= n
+    assert a.T.mean() == pytest.approx(1.0, rel=1e-9)
+    exact = allocate(V + 1e-3, 100.0, block=1)
+    # no block moves by more than half a step (in log), apart from the common rescale
+    d = np.log(a.T) - np.log(exact.T)
+    span = np.log(exact.T).max() - np.log(exact.T).min()
+    assert d.max() - d.min() <= span / (n - 1) + 1e-9
+
+
+def test_quantised_levels_stay_few_in_the_file_and_make_it_smaller(photo, tiny_model):
+    g = np.random.default_rng(5).random(photo.shape[:2]).astype(np.float32)
+    fine = codec.encode_image(photo, gamma=200.0, importance=g, model=tiny_model)
+    few = codec.encode_image(photo, gamma=200.0, importance=g, model=tiny_model, steps=4)
+    q = codec.parse(few.data).levels.q
+    assert np.unique(q).size <= 4 and np.unique(codec.parse(fine.data).levels.q).size > 4
+    assert len(zlib.compress(q.tobytes(), 9)) < len(zlib.compress(codec.parse(fine.data).levels.q.tobytes(), 9))
+    assert np.array_equal(codec.decode(few.data, model=tiny_model), few.x_hat)
+
+
+@pytest.mark.parametrize("bad", [1, 257, 2.5, True, "8"])
+def test_bad_steps_raise(bad):
+    with pytest.raises(ValueError, match="steps"):
+        allocate(np.ones((16, 16)), 100.0, steps=bad)
