@@ -40,6 +40,10 @@ import numpy as np
 
 BLOCK = 8
 DEFAULT_LEVEL_RANGE = (0.25, 4.0)
+# What ``importance="auto"`` (Grad-CAM; ``--roi auto``) uses unless told otherwise: the two-level
+# map of :func:`top_levels`. At equal bpp it beat the paper's map on Kodak (results/pilots/README.md,
+# "ROI allocation"); ``top=None`` gives the paper's map back.
+AUTO_ALLOCATION = {"top": 0.2, "boost": 4.0}
 
 
 def _as_map(g, name: str = "importance") -> np.ndarray:

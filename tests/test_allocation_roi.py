@@ -139,3 +139,49 @@ def test_quantised_levels_stay_few_in_the_file_and_make_it_smaller(photo, tiny_m
 def test_bad_steps_raise(bad):
     with pytest.raises(ValueError, match="steps"):
         allocate(np.ones((16, 16)), 100.0, steps=bad)
+
+
+def test_roi_auto_defaults_to_the_two_level_map_and_top_none_gives_the_papers(photo, tiny_model, monkeypatch):
+    from semlib import importance as imp
+    from semlib.allocation import AUTO_ALLOCATION
+
+    g = np.linspace(0, 1, photo.shape[0] * photo.shape[1], dtype=np.float32).reshape(photo.shape[:2])
+    monkeypatch.setattr(imp, "importance_map", lambda image, mask=None, **kw: g if mask is None else mask)
+    auto = codec.encode_image(photo, gamma=200.0, importance="auto", model=tiny_model)
+    same = codec.encode_image(photo, gamma=200.0, importance=g, model=tiny_model, **AUTO_ALLOCATION)
+    assert auto.data == same.data
+    paper = codec.encode_image(photo, gamma=200.0, importance="auto", model=tiny_model, top=None)
+    assert paper.data == codec.encode_image(photo, gamma=200.0, importance=g, model=tiny_model).data
+    if AUTO_ALLOCATION.get("top") is not None:
+        assert np.unique(auto.gamma_map).size == 2 and np.unique(paper.gamma_map).size > 2
+
+
+def test_bad_allocation_options_are_a_semlib_error(photo, tiny_model):
+    from semlib import SemlibError
+
+    with pytest.raises(SemlibError, match="ROI allocation: top fraction"):
+        codec.encode_image(photo, gamma=200.0, importance=np.ones(photo.shape[:2]), model=tiny_model, top=2.0)
+
+
+def test_cli_roi_options(tmp_path, photo_png, tiny_ckpt, capsys):
+    from PIL import Image
+
+    from semlib.cli import main
+
+    mask = np.zeros((96, 128), np.float32)
+    mask[20:60, 30:90] = 1.0
+    mask += np.linspace(0, 0.5, 128, dtype=np.float32)[None]
+    Image.fromarray((mask / mask.max() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    semc = tmp_path / "roi.semc"
+    assert main(["compress", str(photo_png), str(semc), "--gamma", "200", "--roi", str(tmp_path / "mask.png"),
+                 "--roi-top", "0.25", "--roi-boost", "3", "--checkpoint", str(tiny_ckpt)]) == 0
+    info = codec.info(semc.read_bytes())
+    assert info["gamma_max"] / info["gamma_min"] == pytest.approx(3.0, rel=0.03)
+    assert np.unique(codec.parse(semc.read_bytes()).levels.q).size == 2
+    capsys.readouterr()
+    for bad, words in ((["--roi-top", "2"], "--roi-top"), (["--roi-boost", "0.5"], "--roi-boost"),
+                       (["--roi-steps", "1"], "--roi-steps")):
+        assert main(["compress", str(photo_png), str(tmp_path / "x.semc"), "--gamma", "200", "--roi",
+                     str(tmp_path / "mask.png"), *bad, "--checkpoint", str(tiny_ckpt)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
