@@ -185,3 +185,16 @@ def test_cli_roi_options(tmp_path, photo_png, tiny_ckpt, capsys):
                      str(tmp_path / "mask.png"), *bad, "--checkpoint", str(tiny_ckpt)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
+
+
+def test_eval_names_the_roi_allocation(tiny_ckpt):
+    from semlib.evaluate import learned_codec
+
+    auto = learned_codec(tiny_ckpt, roi="auto")
+    paper = learned_codec(tiny_ckpt, roi="auto", allocation={"top": None})
+    assert paper.name.endswith("-roi-k1") and "top" not in paper.description and "paper's map" in paper.description
+    from semlib.allocation import AUTO_ALLOCATION
+
+    if AUTO_ALLOCATION.get("top") is not None:
+        assert auto.name == f"{paper.name}-top{AUTO_ALLOCATION['top']:g}-b{AUTO_ALLOCATION['boost']:g}"
+        assert f"top={AUTO_ALLOCATION['top']:g}" in auto.description
