@@ -43,7 +43,7 @@ DEFAULT_LEVEL_RANGE = (0.25, 4.0)
 # What ``importance="auto"`` (Grad-CAM; ``--roi auto``) uses unless told otherwise: the two-level
 # map of :func:`top_levels`. At equal bpp it beat the paper's map on Kodak (results/pilots/README.md,
 # "ROI allocation"); ``top=None`` gives the paper's map back.
-AUTO_ALLOCATION = {"top": 0.2, "boost": 4.0}
+AUTO_ALLOCATION = {"top": 0.2, "boost": 3.0}
 
 
 def _as_map(g, name: str = "importance") -> np.ndarray:
@@ -342,7 +342,7 @@ def allocate(
     block: int = BLOCK,
     smooth: float = 0.0,
     top: float | None = None,
-    boost: float = 4.0,
+    boost: float = 3.0,
     steps: int | None = None,
 ) -> Allocation:
     """Importance map H x W -> V, L, T and the γ map, in one call (docs/METHOD.md §2).

@@ -268,7 +268,7 @@ def _describe(alloc: dict) -> str:
     """The ROI map in a few words: 'top 20 % x4' or "paper's map"."""
     if alloc.get("top") is None:
         return "paper's map" + (f", {alloc['steps']} levels" if alloc.get("steps") else "")
-    return f"top {alloc['top']:.0%} x{alloc.get('boost', 4.0):g}"
+    return f"top {alloc['top']:.0%} x{alloc.get('boost', 3.0):g}"
 
 
 # --------------------------------------------------------------------------- the figure

@@ -122,7 +122,7 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
         how = ", ".join((["paper's map"] if paper else []) + [
             f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in full.items()
             if not (paper and k in ("top", "boost"))])
-        name += f"-roi-k{kappa:g}" + ("" if full.get("top") is None else f"-top{full['top']:g}-b{full.get('boost', 4.0):g}")
+        name += f"-roi-k{kappa:g}" + ("" if full.get("top") is None else f"-top{full['top']:g}-b{full.get('boost', 3.0):g}")
     return Codec(
         name, f"semlib hierarchical VAE, γ-conditioned ({where}; roi={roi or 'none'}, κ={kappa:g}"
               f"{'; ' + how if how else ''})",
