@@ -2,7 +2,7 @@
 
     semlib importance IMAGE -o MAP.png
     semlib metrics REF REC [--importance MAP.png] [--json]
-    semlib compress IMAGE OUT.semc (--gamma G | --bpp B) [--roi auto|none|MASK.png] [--kappa K] [--refine N] [--tile N] [--checkpoint CKPT]
+    semlib compress IMAGE OUT.semc (--gamma G | --bpp B) [--roi auto|none|MASK.png] [--kappa K] [--roi-top P] [--roi-boost F] [--refine N] [--tile N] [--checkpoint CKPT]
     semlib compress IMAGE|FOLDER ... -o OUTDIR (--gamma G | --bpp B) [--roi auto|none] [--workers N] [--force]
     semlib decompress IN.semc OUT.png [--checkpoint CKPT]
     semlib decompress FILE|FOLDER ... -o OUTDIR [--format png|tiff|webp-lossless] [--workers N] [--force]
@@ -10,7 +10,7 @@
     semlib train --config tiny|small|paper --data DIR --steps N --out CKPT [--resume] [--beta B] [--fixed-gamma G]
     semlib eval --codec NAME --data DIR -o RESULTS.json
     semlib bench
-    semlib demo [IMAGE] [--bpp B] [--kappa K] [--checkpoint CKPT] [-o FIGURE.png]
+    semlib demo [IMAGE] [--bpp B] [--kappa K] [--roi-top P] [--roi-boost F] [--checkpoint CKPT] [-o FIGURE.png]
     semlib data list | download NAME [--to DIR] | verify NAME [--in DIR]
 
 Bad input of any kind ends with a non-zero exit status and one line on stderr (argparse's
@@ -245,8 +245,10 @@ def _batch_options(args) -> dict:
 
 def cmd_compress(args) -> int:
     from semlib import batch, codec, data
+    from semlib.evaluate import roi_allocation
 
     roi = None if args.roi in (None, "none") else args.roi
+    alloc = roi_allocation(args)
     if args.output_dir is not None:
         if roi not in (None, "auto"):
             raise CliError("--roi MASK fits one image; with -o OUTDIR use --roi auto or none")
@@ -254,7 +256,7 @@ def cmd_compress(args) -> int:
             raise CliError("--tile and --tile-overlap set one image's tiling; with -o OUTDIR the default tiling applies")
         results = batch.encode_many([_image_path(p) for p in args.paths], args.output_dir, gamma=args.gamma,
                                     target_bpp=args.bpp, importance=roi, kappa=args.kappa, refine=args.refine,
-                                    checkpoint=args.checkpoint, **_batch_options(args))
+                                    checkpoint=args.checkpoint, allocation=alloc, **_batch_options(args))
         return _run_batch(args, results, dict(gamma=args.gamma, target_bpp=args.bpp, roi=args.roi, kappa=args.kappa,
                                               refine=args.refine, checkpoint=args.checkpoint, threads=args.threads))
     from semlib.data import IMAGE_EXTENSIONS
@@ -265,7 +267,7 @@ def cmd_compress(args) -> int:
         raise CliError(f"--roi: {roi} is neither 'auto', 'none' nor an existing mask file")
     enc = codec.encode_image(img, gamma=args.gamma, target_bpp=args.bpp, importance=roi,
                              kappa=args.kappa, checkpoint=args.checkpoint, refine=args.refine,
-                             reconstruct=False, tile=args.tile, tile_overlap=args.tile_overlap)
+                             reconstruct=False, tile=args.tile, tile_overlap=args.tile_overlap, **alloc)
     _place(enc.data, out, args.force)
     msg = f"wrote {out}: {len(enc.data)} bytes, {enc.bpp:.4f} bpp, gamma {enc.gamma:.2f}"
     if enc.gamma_map is not None:
@@ -340,8 +342,10 @@ def cmd_demo(args) -> int:
     image = _image_path(args.image)
     if Path(args.output).resolve() == Path(image).resolve():
         raise CliError(f"-o {args.output} would overwrite the input image")
+    from semlib.evaluate import roi_allocation
+
     demo.run_demo(image, bpp=args.bpp, kappa=args.kappa, checkpoint=args.checkpoint,
-                  out=args.output, progress=True)
+                  out=args.output, progress=True, allocation=roi_allocation(args))
     return 0
 
 
@@ -439,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--roi", default="none", help="'auto' (Grad-CAM map), 'none' (uniform, default) or a mask PNG (bright = important; one image only)")
     s.add_argument("--kappa", type=float, default=1.0,
                    help="strength of the ROI, >= 0: 0 = uniform, 1 = gamma proportional to the level (default 1)")
+    evaluate.add_roi_arguments(s)
     s.add_argument("--refine", type=int, default=0, metavar="N",
                    help="N steps of encoder-side refinement of the latents for R + gamma*D (slower; same decoder; "
                         "default 0). The file is never worse by that measure than without it")
@@ -500,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bpp", type=float, default=1.0, help="target bits per pixel for all three codecs (default 1.0)")
     s.add_argument("--kappa", type=float, default=1.0,
                    help="strength of the ROI: 0 = uniform, 1 = gamma proportional to the block level (default 1)")
+    evaluate.add_roi_arguments(s)
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
     s.add_argument("-o", "--output", default="demo.png", metavar="NAME.png", help="the figure, a PNG (default demo.png)")
     s.set_defaults(func=cmd_demo)

@@ -234,11 +234,15 @@ def roi_levels(image: np.ndarray, importance, kappa: float, **alloc) -> LevelMap
         from semlib import importance as imp
 
         g = imp.importance_map(image)
+        alloc = {**allocation.AUTO_ALLOCATION, **alloc}   # the default allocation of --roi auto
     else:
         from semlib import importance as imp
 
         g = imp.importance_map(image, mask=importance)
-    result = allocation.allocate(g, 1.0, kappa=1.0, **alloc)
+    try:
+        result = allocation.allocate(g, 1.0, kappa=1.0, **alloc)
+    except ValueError as e:
+        raise SemlibError(f"ROI allocation: {e}") from None
     return LevelMap.from_ratios(np.asarray(result.T, np.float64) / float(result.mean_level), kappa)
 
 
@@ -422,7 +426,11 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
 
     ``importance``: None (uniform gamma), ``'auto'`` (Grad-CAM map of the image, docs/METHOD.md §1),
     or a mask/map (array or path) painted by the user; it sets the block levels T_i / M
-    (docs/METHOD.md §2), and each block codes at ``gamma * (T_i / M) ** kappa``.
+    (docs/METHOD.md §2), and each block codes at ``gamma * (T_i / M) ** kappa``. ``**alloc``:
+    options of :func:`semlib.allocation.allocate` (``top``, ``boost``, ``steps``, ``smooth``,
+    ``level_range``); with ``'auto'`` the missing ones come from
+    :data:`semlib.allocation.AUTO_ALLOCATION` (``top=None`` for the paper's map). The file holds
+    the block levels, so the decoder needs none of them.
 
     Rate control, with the level map held: it encodes at the two ends of ``gamma_range``
     (default: the model's trained range, :func:`trained_range`) first, then searches log gamma by false position (log bpp is close to linear in it)

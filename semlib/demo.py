@@ -6,11 +6,14 @@ a dependency: nothing is downloaded) and
 1. computes its Grad-CAM importance map (docs/METHOD.md §1);
 2. compresses it at a target bpp twice with the learned codec (docs/METHOD.md §4): once with
    one gamma for the whole image, once with the ROI map gamma_i = gamma (T_i / M)^kappa
-   of the 8x8 blocks (docs/METHOD.md §2); both are real ``.semc`` files on disk;
+   of the 8x8 blocks (docs/METHOD.md §2; by default the two-level map of ``--roi auto``,
+   semlib.allocation.AUTO_ALLOCATION); both are real ``.semc`` files on disk, at the same
+   rate (rate control within ``SEMLIB_TOLERANCE``);
 3. decodes both files and checks that the decoder gives the encoder's reconstruction;
 4. compresses it with JPEG at the same bpp (Pillow, quality found by bisection);
 5. scores the three by bpp (from the file sizes), PSNR, SI-SSIM (docs/METHOD.md §3) and the
-   PSNR of the most important 20 % of the pixels, and draws one figure.
+   PSNR of the most important 20 % of the pixels, and draws one figure that states what the ROI
+   file gained in the top 20 % and what it cost on the whole image against the uniform one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from semlib.errors import SemlibError
 DEFAULT_IMAGE = "skimage:astronaut"
 TOP_FRACTION = 0.2
 JPEG_TOLERANCE = 0.01  # bpp; semlib.baselines.encode_at_bpp stops within this of the target
+SEMLIB_TOLERANCE = 0.003  # relative; the two learned files are compared at (nearly) the same rate
 
 
 # --------------------------------------------------------------------------- a metric
@@ -68,12 +72,28 @@ class DemoResult:
     jpeg: Reconstruction
     gamma_map: np.ndarray     # block gammas of the ROI file, ceil(H/8) x ceil(W/8)
     figure_path: Path | None
+    allocation: dict = field(default_factory=dict)     # semlib.allocation.allocate options of the ROI file
     figure: object = field(repr=False, default=None)   # the matplotlib Figure
     seconds: dict = field(default_factory=dict)        # time of each step
 
     @property
     def rows(self) -> list[Reconstruction]:
         return [self.roi, self.uniform, self.jpeg]
+
+    @property
+    def top_gain(self) -> float:
+        """PSNR of the top 20 % of the pixels, ROI file minus uniform file (dB)."""
+        return self.roi.psnr_top - self.uniform.psnr_top
+
+    @property
+    def whole_cost(self) -> float:
+        """PSNR of the whole image, uniform file minus ROI file (dB): what the ROI cost."""
+        return self.uniform.psnr - self.roi.psnr
+
+    def verdict(self) -> str:
+        """One line: the ROI file against the uniform one, at their (equal) rates."""
+        return (f"ROI vs uniform at {self.roi.bpp:.3f} vs {self.uniform.bpp:.3f} bpp: "
+                f"top {TOP_FRACTION:.0%} PSNR {self.top_gain:+.2f} dB, whole image {-self.whole_cost:+.2f} dB")
 
     def table(self) -> str:
         """The scores as a small plain-text table."""
@@ -149,7 +169,8 @@ def _output_place(out) -> tuple[Path | None, Path, str]:
 
 
 def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float = 1.0, checkpoint=None,
-             out="demo.png", progress: bool = True, importance=None, model=None) -> DemoResult:
+             out="demo.png", progress: bool = True, importance=None, model=None,
+             allocation: dict | None = None) -> DemoResult:
     """Compress one photo with and without ROI and with JPEG at ``bpp``; score and draw it.
 
     ``image``: ``'skimage:NAME'``, a path, or an RGB array. ``checkpoint``: the codec's
@@ -158,12 +179,17 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float = 1.0, checkpoi
     ``<stem>_roi.semc``, ``<stem>_uniform.semc`` and ``<stem>_jpeg.jpg`` (existing files
     of these names are replaced). With ``out=None`` nothing is saved but the files, which
     go to a temporary folder. ``importance``: a precomputed map (skips Grad-CAM).
-    ``progress``: print each step and the table.
+    ``progress``: print each step and the table. ``allocation``: options of
+    :func:`semlib.allocation.allocate` for the ROI file; the missing ones come from
+    :data:`semlib.allocation.AUTO_ALLOCATION`, the default of ``--roi auto`` (``top=None``: the
+    paper's map).
     """
+    from semlib.allocation import AUTO_ALLOCATION
     from semlib import baselines, codec
     from semlib import importance as imp
 
     target, kappa = check_settings(bpp, kappa)
+    alloc = {**AUTO_ALLOCATION, **(allocation or {})}
     say = print if progress else (lambda *a, **k: None)
     seconds = {}
     t = time.perf_counter()
@@ -192,7 +218,8 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float = 1.0, checkpoi
 
     coded = {}
     for key, roi in (("roi", g), ("uniform", None)):
-        enc = codec.encode_image(img, target_bpp=target, importance=roi, kappa=kappa, model=model)
+        enc = codec.encode_image(img, target_bpp=target, importance=roi, kappa=kappa, model=model,
+                                 tolerance=SEMLIB_TOLERANCE, **(alloc if roi is not None else {}))
         path = _write(folder / f"{stem}_{key}.semc", enc.data)
         decoded = codec.decode(path.read_bytes(), model=model)
         matches = bool(np.array_equal(decoded, enc.x_hat))
@@ -213,13 +240,14 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float = 1.0, checkpoi
     rows = {}
     for key, (enc, path, decoded, matches) in coded.items():
         name = "semlib ROI" if key == "roi" else "semlib uniform"
-        setting = f"gamma {enc.gamma:.1f}" + (f", kappa {kappa:g}" if key == "roi" else "")
+        setting = f"gamma {enc.gamma:.1f}" + (f", kappa {kappa:g}, {_describe(alloc)}" if key == "roi" else "")
         rows[key] = _score(name, path, img, decoded, g, setting, matches, enc.met_target is not False)
     jpeg_met = abs(jpeg.bpp - target) <= JPEG_TOLERANCE
     rows["jpeg"] = _score("JPEG", jpath, img, jdec, g, f"quality {jpeg.quality:g}", True, jpeg_met)
     result = DemoResult(image=img, importance=g, label=label, target_bpp=target, kappa=kappa,
                         roi=rows["roi"], uniform=rows["uniform"], jpeg=rows["jpeg"],
-                        gamma_map=coded["roi"][0].gamma_map, figure_path=fig_path, seconds=seconds)
+                        gamma_map=coded["roi"][0].gamma_map, figure_path=fig_path, seconds=seconds,
+                        allocation=alloc)
     lap("metrics")
 
     result.figure = plot_demo(result)
@@ -228,11 +256,19 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float = 1.0, checkpoi
     lap("figure")
     say("")
     say(result.table())
+    say(result.verdict())
     say("")
     where = f"{fig_path}; files " if fig_path is not None else "files "
     say(f"wrote {where}{', '.join(str(r.path) for r in result.rows)} "
         f"({sum(v for k, v in seconds.items() if k != 'load'):.1f} s)")
     return result
+
+
+def _describe(alloc: dict) -> str:
+    """The ROI map in a few words: 'top 20 % x4' or "paper's map"."""
+    if alloc.get("top") is None:
+        return "paper's map" + (f", {alloc['steps']} levels" if alloc.get("steps") else "")
+    return f"top {alloc['top']:.0%} x{alloc.get('boost', 3.0):g}"
 
 
 # --------------------------------------------------------------------------- the figure
@@ -271,7 +307,8 @@ def plot_demo(result: DemoResult, compact: bool = False, dpi: int = 80):
         lo, hi = float(gm.min()), float(gm.max())
         norm = LogNorm(lo, hi) if hi > lo else LogNorm(lo / 2, hi * 2)
         im = axes[0, 2].imshow(gm, cmap="viridis", norm=norm, extent=(0, w, h, 0), interpolation="nearest")
-        axes[0, 2].set_title(f"ROI: gamma per 8x8 block (kappa {result.kappa:g})", fontsize=size)
+        axes[0, 2].set_title(f"ROI: gamma per 8x8 block\n({_describe(result.allocation)}, kappa {result.kappa:g})",
+                             fontsize=size)
         cb = fig.colorbar(im, ax=axes[0, 2], location="bottom", shrink=0.8, aspect=30, label="gamma (log scale)")
         ticks = [norm.vmin, math.sqrt(norm.vmin * norm.vmax), norm.vmax]
         cb.set_ticks(ticks, labels=[f"{v:.0f}" for v in ticks])
@@ -291,5 +328,5 @@ def plot_demo(result: DemoResult, compact: bool = False, dpi: int = 80):
     fig.colorbar(im, ax=list(err), location="bottom", shrink=0.5, aspect=40,
                  label="|error| (8-bit levels, mean of RGB; one scale for the three)")
     fig.suptitle(f"semlib demo: {result.target_bpp:g} bpp target, learned codec with and without "
-                 f"ROI vs JPEG", fontsize=size + 2)
+                 f"ROI vs JPEG\n{result.verdict()}", fontsize=size + 2)
     return fig

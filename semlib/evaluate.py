@@ -80,14 +80,16 @@ def sweep_gammas(lo: float, hi: float) -> tuple[float, ...]:
     return tuple([float(lo)] + inner + ([float(hi)] if hi > lo else []))
 
 
-def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: float = 1.0) -> Codec:
+def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: float = 1.0,
+                  allocation: dict | None = None) -> Codec:
     """The project's codec (:mod:`semlib.codec`) as a :class:`~semlib.baselines.Codec`.
 
     Its knob is γ (docs/METHOD.md §5: higher γ, higher quality and rate); ``gammas`` are the
     sweep's operating points (default: the powers of two over the model's trained range,
     :func:`sweep_gammas`; 32 ... 2048 for a model trained on the paper's range). ``roi="auto"`` codes each 8 x 8 block at
     γ·(T_i / M̄)^κ from the Grad-CAM levels (docs/METHOD.md §2), inside the encoder (its time
-    counts as encoding time). ``checkpoint=None``: the checkpoint shipped with semlib.
+    counts as encoding time); ``allocation``: options of :func:`semlib.allocation.allocate` (default:
+    :data:`semlib.allocation.AUTO_ALLOCATION`). ``checkpoint=None``: the checkpoint shipped with semlib.
     """
     from semlib import codec as scodec
 
@@ -97,11 +99,12 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
     if gammas is None:
         gammas = sweep_gammas(lo, hi)
     importance = None if roi in (None, "none") else roi
+    alloc = dict(allocation or {})
     where = "shipped checkpoint" if checkpoint is None else f"checkpoint {Path(str(checkpoint)).name}"
     where += f", model fingerprint {fp.hex()}"    # results files record which weights they measured
 
     def enc(a: np.ndarray, g: float) -> bytes:
-        return scodec.encode(a, gamma=g, importance=importance, kappa=kappa, **extra)
+        return scodec.encode(a, gamma=g, importance=importance, kappa=kappa, **extra, **alloc)
 
     def dec(b: bytes) -> np.ndarray:
         return scodec.decode(b, **extra)
@@ -114,10 +117,19 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
         return f"semlib {semlib.__version__} ({where}), torch {torch.__version__}"
 
     name = "semlib" if checkpoint is None else f"semlib-{Path(str(checkpoint)).stem}"
+    how = ""
     if importance is not None:
-        name += f"-roi-k{kappa:g}"
+        from semlib.allocation import AUTO_ALLOCATION
+
+        full = {**AUTO_ALLOCATION, **alloc} if importance == "auto" else alloc
+        paper = full.get("top") is None
+        how = ", ".join((["paper's map"] if paper else []) + [
+            f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in full.items()
+            if not (paper and k in ("top", "boost"))])
+        name += f"-roi-k{kappa:g}" + ("" if full.get("top") is None else f"-top{full['top']:g}-b{full.get('boost', 3.0):g}")
     codec = Codec(
-        name, f"semlib hierarchical VAE, γ-conditioned ({where}; roi={roi or 'none'}, κ={kappa:g})",
+        name, f"semlib hierarchical VAE, γ-conditioned ({where}; roi={roi or 'none'}, κ={kappa:g}"
+              f"{'; ' + how if how else ''})",
         "gamma", (float(lo), float(hi)), False, True, tuple(float(g) for g in gammas),
         enc, dec, version,
     )
@@ -605,6 +617,50 @@ def _floats(text: str) -> list[float]:
     return vals
 
 
+def add_roi_arguments(p: argparse.ArgumentParser) -> None:
+    """The ROI allocation options (semlib.allocation) of ``semlib compress``, ``eval`` and ``demo``."""
+    p.add_argument("--roi-top", type=float, default=None, metavar="P",
+                   help="ROI map of two levels: the fraction P of the 8x8 blocks with the highest importance is coded "
+                        "at --roi-boost times the level of the others; 0 = the paper's map, where every block's level "
+                        "follows its importance (default with --roi auto: "
+                        f"{_auto('top')}; with a mask: 0)")
+    p.add_argument("--roi-boost", type=float, default=None, metavar="F",
+                   help=f"level ratio of the two-level map, >= 1 (default {_auto('boost')}); the block gammas differ "
+                        "by F ** kappa")
+    p.add_argument("--roi-steps", type=int, default=None, metavar="N",
+                   help="the paper's map rounded to N log-spaced levels (2..256), so that the map stored in the file "
+                        "costs fewer bytes (default: not rounded)")
+
+
+def _auto(key: str) -> str:
+    from semlib.allocation import AUTO_ALLOCATION
+
+    v = AUTO_ALLOCATION.get(key)
+    return "0" if v is None else f"{v:g}"
+
+
+def roi_allocation(args: argparse.Namespace) -> dict:
+    """The allocation options the user gave (:func:`add_roi_arguments`), for semlib.codec.encode_image;
+    the ones not given are left out, so that ``--roi auto`` fills them with its defaults."""
+    out = {}
+    top = getattr(args, "roi_top", None)
+    if top is not None:
+        if not (math.isfinite(top) and 0 <= top <= 1):
+            raise SemlibError(f"--roi-top must be a fraction in [0, 1], got {top:g}")
+        out["top"] = None if top == 0 else top
+    boost = getattr(args, "roi_boost", None)
+    if boost is not None:
+        if not (math.isfinite(boost) and boost >= 1):
+            raise SemlibError(f"--roi-boost must be a finite number >= 1, got {boost:g}")
+        out["boost"] = boost
+    steps = getattr(args, "roi_steps", None)
+    if steps is not None:
+        if not 2 <= steps <= 256:
+            raise SemlibError(f"--roi-steps must be a number of levels in 2..256, got {steps}")
+        out["steps"] = steps
+    return out
+
+
 def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``semlib eval``."""
     p.add_argument("--codec", required=False,
@@ -620,6 +676,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--roi", choices=("none", "auto"), default="none", help="learned codec only: block-wise gamma from Grad-CAM")
     p.add_argument("--kappa", type=float, default=1.0, help="learned codec only: strength of --roi auto")
+    add_roi_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the classical codecs and whether they run here")
     return p
@@ -642,7 +699,7 @@ def run_eval(args: argparse.Namespace) -> int:
             return 0
         if not args.codec:
             raise SemlibError("--codec is required (see --list)")
-        codec = resolve_codec(args.codec, roi=args.roi, kappa=args.kappa)
+        codec = resolve_codec(args.codec, roi=args.roi, kappa=args.kappa, allocation=roi_allocation(args))
         folder = Path(args.data)
         if not folder.is_dir():
             folder = find_dataset(args.data)

@@ -110,7 +110,8 @@ def test_the_files_decode_to_the_images_that_were_scored(result, tiny_ckpt):
         header = codec.parse(r.path.read_bytes())
         importance = result.importance if header.levels is not None else None
         enc = codec.encode_image(result.image, gamma=header.gamma, importance=importance,
-                                 kappa=result.kappa, checkpoint=tiny_ckpt)
+                                 kappa=result.kappa, checkpoint=tiny_ckpt,
+                                 **(result.allocation if importance is not None else {}))
         assert enc.data == r.path.read_bytes()
         assert np.array_equal(enc.x_hat, r.image)
     assert np.array_equal(np.asarray(Image.open(result.jpeg.path).convert("RGB")), result.jpeg.image)
@@ -125,6 +126,28 @@ def test_the_scores_are_the_metrics_of_the_decoded_images(result):
     gm = result.gamma_map
     assert gm.shape == (12, 16)
     assert gm[40 // 8, 70 // 8] > gm[0, 0]
+
+
+def test_the_roi_file_uses_the_default_two_level_map_and_the_gain_is_stated(result):
+    from semlib.allocation import AUTO_ALLOCATION
+
+    assert result.allocation == AUTO_ALLOCATION
+    ratios = np.unique(np.round(result.gamma_map / result.gamma_map.min(), 2))
+    if AUTO_ALLOCATION.get("top") is not None:
+        assert len(ratios) == 2
+    assert result.top_gain == pytest.approx(result.roi.psnr_top - result.uniform.psnr_top)
+    assert result.whole_cost == pytest.approx(result.uniform.psnr - result.roi.psnr)
+    line = result.verdict()
+    assert f"{result.top_gain:+.2f} dB" in line and f"{-result.whole_cost:+.2f} dB" in line
+    assert line in result.figure._suptitle.get_text()
+
+
+def test_the_paper_map_can_be_asked_for(photo, tiny_ckpt):
+    g = np.linspace(0, 1, 96 * 128, dtype=np.float32).reshape(96, 128)
+    r = demo.run_demo(photo, bpp=0.3, checkpoint=tiny_ckpt, out=None, progress=False, importance=g,
+                      allocation={"top": None})
+    assert r.allocation["top"] is None
+    assert np.unique(r.gamma_map).size > 2          # the paper's map follows every block's level
 
 
 def test_the_figure_and_the_table(result):
