@@ -837,11 +837,12 @@ def training_flops_per_pixel(config: str = "small", crop: int = 128) -> float:
 
 
 def gpu_training_estimates(steps: int, batch: int, crop: int, config: str = "small",
-                           utilisation=(0.1, 0.3), cpu_pixels_per_s: float = CPU_TRAIN_PIXELS_PER_S) -> list[dict]:
+                           utilisation=(0.05, 0.3), cpu_pixels_per_s: float = CPU_TRAIN_PIXELS_PER_S) -> list[dict]:
     """Estimated hours of a training run of ``steps`` x ``batch`` crops of ``crop``^2 pixels:
     on the measured CPU (``cpu_pixels_per_s``, for ``small``), and on each GPU of
     :data:`GPU_PEAK_FLOPS` at the given fractions of its datasheet peak (an assumption, stated
-    as such: small convolutional networks seldom reach a third of it). The GPU figures count
+    as such: small convolutional networks with depthwise layers seldom reach a third of it;
+    this one reaches about 48 GFLOP/s on one CPU core). The GPU figures count
     arithmetic only, not data loading or kernel launches, so they are lower bounds on time;
     measure the real s/step with a short run. Rows: {"device", "hours": (lo, hi), "basis"}."""
     flops = training_flops_per_pixel(config, min(crop, 128))

@@ -329,10 +329,10 @@ def roi_verdict(roi: Reconstruction, uniform: Reconstruction, top: float = TOP_F
     d_top, d_all, d_si = roi.psnr_top - uniform.psnr_top, roi.psnr - uniform.psnr, roi.si_ssim - uniform.si_ssim
     bpp = f"At {roi.bpp:.3f} bpp against {uniform.bpp:.3f} bpp"
     if d_top > 0:
-        gain = (f"the ROI file gains {_signed(d_top, ' dB')} of PSNR in the most important {top:.0%} of the "
+        gain = (f"the ROI file gains {_signed(d_top, ' dB')} of PSNR in the most important {top * 100:.0f} % of the "
                 f"pixels ({roi.psnr_top:.2f} against {uniform.psnr_top:.2f} dB)")
     else:
-        gain = (f"the ROI file does not gain in the most important {top:.0%} of the pixels "
+        gain = (f"the ROI file does not gain in the most important {top * 100:.0f} % of the pixels "
                 f"({_signed(d_top, ' dB')}: {roi.psnr_top:.2f} against {uniform.psnr_top:.2f} dB)")
     if d_all < 0:
         cost = (f"it pays with the rest of the image: {_signed(d_all, ' dB')} of whole-image PSNR "

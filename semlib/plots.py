@@ -110,11 +110,11 @@ def plot_architecture(config, ax=None, dpi: int = 80):
         raise TypeError(f"need a semlib.models.Config or its name, got {type(config).__name__}")
     c = config
     if ax is None:
-        fig, ax = plt.subplots(figsize=(9.5, 6.2), dpi=dpi)
+        fig, ax = plt.subplots(figsize=(9, 5.8), dpi=dpi, layout="constrained")
     else:
         fig = ax.figure
     ax.set_xlim(0, 10)
-    ax.set_ylim(-0.9, 6.4)
+    ax.set_ylim(-0.95, 6.45)
     ax.axis("off")
     box_w, box_h = 3.2, 0.72
 
@@ -127,7 +127,7 @@ def plot_architecture(config, ax=None, dpi: int = 80):
         ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color=style.pop("color", "0.25"),
                                                             lw=0.9, **style))
 
-    enc_x, dec_x = 2.0, 7.0
+    enc_x, dec_x = 1.75, 8.25
     strides = (4, 8, 16, 32, 64)
     ys = [0.5 + 1.2 * s for s in range(5)]                  # /4 at the bottom ... /64 at the top
     box(enc_x, -0.45, "image x (H x W x 3)", "white")
@@ -154,13 +154,13 @@ def plot_architecture(config, ax=None, dpi: int = 80):
     arrow(dec_x, ys[0] - box_h / 2, dec_x, -0.45 + box_h / 2)
     ax.text((enc_x + dec_x) / 2, ys[4] + 0.5, "posterior q(z_i | x, z_<i, γ) reads the encoder feature",
             ha="center", fontsize=7, color="#c0504d")
-    ax.text(enc_x, 6.3, "bottom-up encoder", ha="center", fontsize=9, weight="bold")
-    ax.text(dec_x, 6.3, "top-down decoder (prior p(z_i | z_<i, γ))", ha="center", fontsize=9, weight="bold")
-    ax.add_patch(FancyBboxPatch((4.0, -0.8), 2.0, 0.62, boxstyle="round,pad=0.04", facecolor="#eeeeee",
+    ax.text(enc_x, 6.25, "bottom-up encoder", ha="center", fontsize=9, weight="bold")
+    ax.text(dec_x, 6.25, "top-down decoder (prior p(z_i | z_<i, γ))", ha="center", fontsize=9, weight="bold")
+    ax.add_patch(FancyBboxPatch((3.9, -0.76), 2.2, 0.62, boxstyle="round,pad=0.04", facecolor="#eeeeee",
                                 edgecolor="0.3", linewidth=0.8, linestyle="--"))
-    ax.text(5.0, -0.49, f"γ (or a γ map)\n→ embedding, {c.emb_dim} + 1", ha="center", va="center", fontsize=7)
-    ax.text(5.0, 0.2, "AdaLN scale/shift in\nevery ResBlock; gains g(γ)\nof every latent", ha="center",
-            va="bottom", fontsize=7, color="0.35")
+    ax.text(5.0, -0.45, f"γ (or a γ map)\n→ embedding, {c.emb_dim} + 1", ha="center", va="center", fontsize=7)
+    ax.text(5.0, 0.0, "conditions every block:\nAdaLN scale and shift in each\nResBlock, gains g(γ) of each latent",
+            ha="center", va="bottom", fontsize=7, color="0.35")
     ax.set_title(f"semlib '{c.name}': {estimate_parameters(c) / 1e6:.2f} M parameters, "
                  f"{sum(c.latents)} latent blocks, {sum(c.enc_blocks) + sum(c.dec_blocks)} plain ResBlocks",
                  fontsize=10)
