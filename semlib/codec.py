@@ -77,6 +77,7 @@ MAX_SIDE = 1 << 16                      # refuse forged sizes before allocating 
 MAX_PIXELS = sdata.MAX_PIXELS
 MAX_LATENTS = 64
 MAX_REFINE = 10_000                     # refinement steps: more is a typo, not a wish
+DEFAULT_KAPPA = 1.0                     # ROI strength of encode_image: gamma_i = gamma * (T_i / M) ** kappa
 
 
 @dataclass
@@ -417,7 +418,7 @@ def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=Tr
     return data, None if out["x_hat"] is None else out["x_hat"][..., :height, :width], report
 
 
-def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0,
+def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = DEFAULT_KAPPA,
                  model=None, checkpoint=None, tolerance: float = 0.01,
                  gamma_range=None, max_iter: int = 20, reconstruct: bool = True, refine: int = 0,
                  refine_lr: float | None = None, refine_first: int = 0, tile=None, tile_overlap=None,
@@ -575,7 +576,7 @@ def _result(g, data, x_hat, levels, height, width, gamma_range) -> Encoded:
                    gamma_map=None if levels is None else levels.model_gamma_map(g, gamma_range))
 
 
-def encode(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0, **kwargs) -> bytes:
+def encode(image, gamma=None, target_bpp=None, importance=None, kappa: float = DEFAULT_KAPPA, **kwargs) -> bytes:
     """``image`` -> the bytes of a ``.semc`` file. See :func:`encode_image` for the options."""
     kwargs.setdefault("reconstruct", False)
     return encode_image(image, gamma=gamma, target_bpp=target_bpp, importance=importance,

@@ -737,3 +737,41 @@ def main_eval(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # python -m semlib.evaluate --codec jpeg --data kodak
     sys.exit(main_eval())
+
+
+def gamma_sweep(model, images, gammas) -> np.ndarray:
+    """One model at each of ``gammas`` (uniform, no ROI) on ``images`` (uint8 arrays): rows of
+    (gamma, mean bpp from the real file sizes, mean PSNR in dB), the file decoded by
+    :func:`semlib.codec.decode`."""
+    from semlib import codec, metrics
+
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise SemlibError("no images to sweep")
+    rows = []
+    for g in gammas:
+        bpps, psnrs = [], []
+        for image in images:
+            data = codec.encode(image, gamma=g, model=model)
+            bpps.append(8 * len(data) / (image.shape[0] * image.shape[1]))
+            psnrs.append(metrics.psnr(image, codec.decode(data, model=model)))
+        rows.append((float(g), float(np.mean(bpps)), float(np.mean(psnrs))))
+    return np.array(rows)
+
+
+def quality_sweep(codec_name: str, images, qualities) -> np.ndarray:
+    """A classical codec (:func:`semlib.baselines.get_codec`) at each of ``qualities``: rows of
+    (quality, mean bpp, mean PSNR in dB) over ``images``."""
+    from semlib import metrics
+    from semlib.baselines import get_codec
+
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise SemlibError("no images to sweep")
+    c = get_codec(codec_name)
+    rows = []
+    for q in qualities:
+        coded = [c.encode(im, q) for im in images]
+        rows.append((float(q), float(np.mean([8 * len(d) / (im.shape[0] * im.shape[1]) for d, im in zip(coded, images)])),
+                     float(np.mean([metrics.psnr(im, c.decode(d)) for d, im in zip(coded, images)]))))
+    return np.array(rows)

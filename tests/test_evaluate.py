@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from semlib import evaluate, metrics
+from semlib.errors import SemlibError
 from semlib.baselines import CODECS
 from semlib.data import sample_image
 from semlib.evaluate import (
@@ -254,3 +255,18 @@ def test_the_learned_sweep_covers_the_models_trained_range():
     assert sweep_gammas(32.0, 2048.0) == LEARNED_GAMMAS
     assert sweep_gammas(8.0, 8192.0) == tuple(2.0 ** k for k in range(3, 14))
     assert sweep_gammas(10.0, 100.0) == (10.0, 16.0, 32.0, 64.0, 100.0)
+
+
+def test_the_sweeps_measure_real_files(tiny_model, photo):
+    from semlib import codec as semc
+
+    rows = evaluate.gamma_sweep(tiny_model, [photo], (64.0, 1024.0))
+    assert rows.shape == (2, 3) and list(rows[:, 0]) == [64.0, 1024.0]
+    data64 = semc.encode(photo, gamma=64.0, model=tiny_model)
+    assert rows[0, 1] == pytest.approx(8 * len(data64) / (96 * 128))
+    assert rows[1, 1] > rows[0, 1]                       # the larger gamma spends more bits
+    assert rows[0, 2] == pytest.approx(metrics.psnr(photo, semc.decode(data64, model=tiny_model)))
+    jpeg = evaluate.quality_sweep("jpeg", [photo, photo[:, ::-1].copy()], (10, 90))
+    assert jpeg.shape == (2, 3) and jpeg[1, 1] > jpeg[0, 1] and jpeg[1, 2] > jpeg[0, 2]
+    with pytest.raises(SemlibError):
+        evaluate.gamma_sweep(tiny_model, [], (64.0,))

@@ -1,6 +1,7 @@
 """semlib.plots, semlib.metrics.block_bits, semlib.importance.spectral_residual_saliency and
 semlib.evaluate.subset_results: the helpers the notebooks call."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -117,3 +118,65 @@ def test_level_axis_sets_plain_log_ticks():
     plt.close(fig)
     with pytest.raises(ValueError):
         plots.level_axis(ax, axis="z")
+
+
+# --------------------------------------------------------------------------- notebook 05
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts] + [ax.get_title() for ax in fig.axes]
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
+def test_the_architecture_figure_is_drawn_from_the_config(name):
+    from semlib.models import CONFIGS, build_model, count_parameters
+
+    c = CONFIGS[name]
+    fig = plots.plot_architecture(name)
+    text = "\n".join(_texts(fig))
+    for s, w in zip((4, 8, 16, 32, 64), c.enc_widths):
+        assert f"/{s}: " in text and f"{w} ch" in text
+    for t in range(4):
+        assert f"z: {c.z_dims[t]} ch" in text
+    assert f"{sum(c.latents)} latent blocks" in text and f"embedding, {c.emb_dim} + 1" in text
+    if name == "tiny":   # the parameter count in the title is the real model's
+        assert f"{count_parameters(build_model('tiny')) / 1e6:.2f} M parameters" in text
+    changed = plots.plot_architecture(dataclasses.replace(c, z_dims=(3, 5, 7, 9)))
+    assert "z: 9 ch" in "\n".join(_texts(changed))
+    with pytest.raises(ValueError):
+        plots.plot_architecture("huge")
+    with pytest.raises(TypeError):
+        plots.plot_architecture(42)
+
+
+def test_the_batch_log_and_modulation_figures():
+    from semlib.models import random_model
+
+    x = torch.rand(3, 3, 16, 16)
+    imp = torch.rand(3, 16, 16)
+    gamma = torch.full((3, 2, 2), 64.0)
+    fig = plots.plot_training_batch(x, imp, gamma, (32, 2048), title="batch")
+    assert len(fig.axes) == 10 and fig.axes[6].get_xlabel() == "γ from 64 to 64"
+    with pytest.raises(ValueError):
+        plots.plot_training_batch(x, imp[:2], gamma, (32, 2048))
+    log = [{"kind": "train", "step": s, "loss": 1.0 / s, "bpp": 0.1 * s, "psnr": 20 + s} for s in (1, 2, 3)]
+    log += [{"kind": "val", "step": 3, "gamma": g, "bpp": g / 100, "psnr": 25.0} for g in (64.0, 1024.0)]
+    fig = plots.plot_training_log(log, "run")
+    assert [len(ax.lines) for ax in fig.axes] == [1, 3, 3]
+    assert list(fig.axes[2].lines[2].get_ydata()) == [25.0]
+    with pytest.raises(ValueError):
+        plots.plot_training_log(log[3:])
+    fig = plots.plot_modulations(random_model("tiny", 0), (32, 2048), blocks=2, channels=3)
+    assert len(fig.axes) == 2 and all(len(ax.lines) == 3 for ax in fig.axes)
+
+
+def test_the_roi_pair_figure_shows_both_files(photo, tiny_model):
+    from semlib import demo
+
+    importance = np.linspace(0, 1, photo.shape[0] * photo.shape[1], dtype=np.float32).reshape(photo.shape[:2])
+    pair = demo.roi_against_uniform(photo, importance, gamma=128.0, model=tiny_model)
+    fig = plots.plot_roi_pair(photo, pair, (32, 2048))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith(f"semlib ROI: {pair.roi.bpp:.3f} bpp") for t in titles)
+    assert any(t.startswith(f"semlib uniform: {pair.uniform.bpp:.3f} bpp") for t in titles)
+    assert "the same bpp" in fig._suptitle.get_text()
