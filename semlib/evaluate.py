@@ -90,11 +90,13 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
     from semlib import codec as scodec
 
     extra = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
-    lo, hi = scodec.trained_range(scodec.get_model(**extra)[0])
+    model, fp = scodec.get_model(**extra)
+    lo, hi = scodec.trained_range(model)
     if gammas is None:
         gammas = sweep_gammas(lo, hi)
     importance = None if roi in (None, "none") else roi
     where = "shipped checkpoint" if checkpoint is None else f"checkpoint {Path(str(checkpoint)).name}"
+    where += f", model fingerprint {fp.hex()}"    # results files record which weights they measured
 
     def enc(a: np.ndarray, g: float) -> bytes:
         return scodec.encode(a, gamma=g, importance=importance, kappa=kappa, **extra)
@@ -112,11 +114,13 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
     name = "semlib" if checkpoint is None else f"semlib-{Path(str(checkpoint)).stem}"
     if importance is not None:
         name += f"-roi-k{kappa:g}"
-    return Codec(
+    codec = Codec(
         name, f"semlib hierarchical VAE, γ-conditioned ({where}; roi={roi or 'none'}, κ={kappa:g})",
         "gamma", (float(lo), float(hi)), False, True, tuple(float(g) for g in gammas),
         enc, dec, version,
     )
+    codec.model_fingerprint = fp.hex()   # written into meta.model_fingerprint by evaluate_codec
+    return codec
 
 
 def resolve_codec(name_or_path: str, **learned) -> Codec:
@@ -362,6 +366,8 @@ def _evaluate(codec, images, qualities, target_bpps, importance, tol, cache_dir,
         "meta": {
             "codec": codec.name,
             "codec_version": version,
+            # semlib.models.fingerprint of the learned codec's weights (hex); None for classical codecs
+            "model_fingerprint": getattr(codec, "model_fingerprint", None),
             "quality_name": getattr(codec, "quality_name", "quality"),
             "mode": "target_bpp" if by_rate else "quality",
             "tolerance_bpp": tol if by_rate else None,
