@@ -21,7 +21,9 @@ points are values of γ (docs/METHOD.md §5).
 Averages over the images (the mean of the per-image values, as CompressAI reports
 them) go under ``results``; the per-image values under ``per_image``. The file is
 CompressAI's results shape plus that key, with ``meta`` saying what ran, on what,
-when and how.
+when and how; for the learned codec, ``meta.model_fingerprint`` is the fingerprint of the
+weights measured (:func:`semlib.models.fingerprint`, hex), so that a results file can be
+checked against a checkpoint (:func:`semlib.tables.fingerprint_check`).
 
 Importance maps are computed once per image and cached on disk, in
 ``results/cache/importance/`` of the repository by default, as float32 ``.npy`` files
