@@ -270,3 +270,20 @@ def test_the_sweeps_measure_real_files(tiny_model, photo):
     assert jpeg.shape == (2, 3) and jpeg[1, 1] > jpeg[0, 1] and jpeg[1, 2] > jpeg[0, 2]
     with pytest.raises(SemlibError):
         evaluate.gamma_sweep(tiny_model, [], (64.0,))
+
+
+def test_results_of_the_learned_codec_record_the_fingerprint_of_its_weights(tmp_path, tiny_ckpt, photo):
+    from semlib.models import fingerprint, load_model, random_model, save_model
+
+    want = fingerprint(load_model(tiny_ckpt)).hex()
+    r = evaluate_codec(evaluate.resolve_codec(str(tiny_ckpt)), {"p": photo}, qualities=[64], importance="uniform",
+                       progress=False)
+    assert r["meta"]["model_fingerprint"] == want and want in r["meta"]["codec_version"]
+    path = evaluate.save_results(r, tmp_path / "r.json")
+    assert evaluate.load_results(path)["meta"]["model_fingerprint"] == want      # it survives the file
+    save_model(random_model("tiny", 1), tmp_path / "other.pt")
+    other = evaluate.resolve_codec(str(tmp_path / "other.pt"))
+    assert other.model_fingerprint != want                                        # other weights, another fingerprint
+    assert evaluate.learned_codec(str(tiny_ckpt), roi="auto").model_fingerprint == want
+    j = evaluate_codec("jpeg", {"p": photo}, qualities=[50], importance="uniform", progress=False)
+    assert j["meta"]["model_fingerprint"] is None                                  # a classical codec has no weights
