@@ -82,8 +82,11 @@ def test_two_workers_write_the_bytes_one_worker_writes(folder, tmp_path, tiny_ck
     assert semc_files(tmp_path / "one") == semc_files(tmp_path / "two") and len(semc_files(tmp_path / "one")) == 3
     decoded = {Path(r.input).name: r.image for r in codec.decode_many([tmp_path / "two"], checkpoint=tiny_ckpt,
                                                                        workers=1)}
-    assert np.array_equal(decoded["a.semc"], codec.decode((tmp_path / "one" / "a.semc").read_bytes(),
-                                                          checkpoint=tiny_ckpt))
+    # the workers decode on one thread each, this process on its default number: the file's entropy
+    # decoding is the same, the synthesis network's sums may round apart by one 8-bit level (ROBUSTNESS.md §3)
+    here = codec.decode((tmp_path / "one" / "a.semc").read_bytes(), checkpoint=tiny_ckpt)
+    diff = np.abs(decoded["a.semc"].astype(int) - here.astype(int))
+    assert decoded["a.semc"].shape == here.shape and diff.max() <= 1 and diff.mean() < 1e-3
 
 
 def test_an_interrupted_run_resumes(folder, tmp_path, tiny_ckpt):
