@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BLOCK = 8
+BLOCK = 8                       # one level, and one gamma, per BLOCK x BLOCK pixels (the whole package's)
+GAMMA_RANGE = (32.0, 2048.0)    # the training range of the paper (and QARV's upper end)
 DEFAULT_LEVEL_RANGE = (0.25, 4.0)
 
 
@@ -217,7 +218,16 @@ def gamma_map(gamma: float, T, mean_level: float = 1.0, kappa: float = 1.0) -> n
     T = _as_map(T, "levels T")
     if (T <= 0).any():
         raise ValueError("levels T must be > 0 to give a gamma map (clip them with target_levels)")
-    return (g * (T / m) ** k).astype(np.float32)
+    return block_gammas(g, T / m, k)
+
+
+def block_gammas(gamma: float, ratios: np.ndarray, kappa: float) -> np.ndarray:
+    """γ_i = γ · r_i^κ for level ratios r_i = T_i / M̄, float32: the one computation of the
+    block map, behind :func:`gamma_map` (checked inputs) and the map a ``.semc`` file
+    describes (:meth:`semlib.semc.LevelMap.gamma_map`, where an over- or underflow gives inf
+    or 0 for the decoder to refuse)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return (gamma * ratios ** kappa).astype(np.float32)
 
 
 def upsample_blocks(block_map, height: int, width: int, block: int = BLOCK) -> np.ndarray:

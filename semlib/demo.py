@@ -89,11 +89,9 @@ def load_demo_image(image) -> np.ndarray:
     """``'skimage:NAME'`` (a photo shipped with scikit-image), a path, or an image array."""
     from semlib import data
 
-    if isinstance(image, str) and image.startswith("skimage:"):
-        from semlib.cli import _image_path
-
-        return data.load_image(_image_path(image))
-    if isinstance(image, (str, Path)):
+    if isinstance(image, str):
+        return data.load_image(data.image_path(image))
+    if isinstance(image, Path):
         return data.load_image(image)
     return data.as_array(image)
 

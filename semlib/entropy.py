@@ -37,6 +37,8 @@ import zlib
 import numpy as np
 import torch
 
+from semlib.semc import pack_sides, unpack_sides  # noqa: F401  (the lists' byte format lives with the file's)
+
 SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
 RANS64_L = 1 << 31      # lower bound of the 64-bit rANS state (ryg_rans' Rans64, as compressai uses it)
 RANS_PRECISION = 16     # bits of the quantised CDFs
@@ -87,51 +89,6 @@ def apply_sides(scale: torch.Tensor, indexes: torch.Tensor, positions: np.ndarra
     out = indexes.reshape(-1).clone()
     out[pos] = (j + torch.from_numpy(bits.astype(np.int64)).to(j.device)).to(out.dtype)
     return out.reshape(indexes.shape)
-
-
-def pack_sides(positions: np.ndarray, bits: np.ndarray) -> bytes:
-    """Varints: the count, then (gap to the previous position) * 2 + bit for each."""
-    gaps = np.diff(np.concatenate([[-1], positions])) - 1
-    return b"".join(_varint(int(v)) for v in [len(positions), *(2 * gaps + bits)])
-
-
-def unpack_sides(data: bytes, offset: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Inverse of :func:`pack_sides`: (positions, bits, offset after them). ValueError if
-    the bytes end early or a value is implausibly large."""
-    count, offset = _read_varint(data, offset)
-    if count > len(data):
-        raise ValueError(f"{count} fragile symbols cannot fit in {len(data)} bytes")
-    positions, bits = np.empty(count, np.int64), np.empty(count, np.uint8)
-    p = -1
-    for i in range(count):
-        v, offset = _read_varint(data, offset)
-        p += (v >> 1) + 1
-        positions[i], bits[i] = p, v & 1
-    return positions, bits, offset
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, v = v & 0x7F, v >> 7
-        out.append(byte | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    v, shift = 0, 0
-    while True:
-        if offset >= len(data):
-            raise ValueError("the fragile-symbol list ends early")
-        byte = data[offset]
-        offset += 1
-        v |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return v, offset
-        shift += 7
-        if shift > 35:
-            raise ValueError("a fragile-symbol gap is longer than 5 bytes")
 
 
 def symbols_crc(symbols, crc: int = 0) -> int:
