@@ -17,7 +17,9 @@ import torch.nn.functional as F
 
 from semlib import data as sdata
 from semlib.errors import FormatError, SemlibError
-from semlib.models import BLOCK, CODING_THREADS, GAMMA_RANGE, MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
+from semlib.allocation import BLOCK, GAMMA_RANGE
+from semlib.entropy import CODING_THREADS
+from semlib.models import MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
 from semlib.refine import DEFAULT_LR, refine_latents
 from semlib.semc import (FLAG_MAP, MAGIC, MAX_LATENTS, MAX_SIDE, VERSION, VERSIONS, Header,  # noqa: F401 (re-exported)
                          LevelMap, _pack, _parse_sides, _Reader, info, parse)
@@ -63,15 +65,23 @@ def trained_range(model: HierarchicalVAE) -> tuple[float, float]:
     return lo, hi
 
 
+def _fingerprint_of(model) -> bytes:
+    """:func:`semlib.models.fingerprint` of ``model``, kept on it with the version counters of
+    its tensors (every in-place change, an optimiser step or ``load_state_dict``, bumps them):
+    a model trained further in the same process gets its new fingerprint, not the old one."""
+    key = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
+    cached = getattr(model, "_semlib_fingerprint", None)
+    if cached is None or cached[0] != key:
+        cached = (key, fingerprint(model))
+        model._semlib_fingerprint = cached
+    return cached[1]
+
+
 def get_model(model=None, checkpoint=None) -> tuple[HierarchicalVAE, bytes]:
     """(model, fingerprint) from an explicit model, a checkpoint path, or the shipped one."""
     if model is not None:
         model.eval()
-        fp = getattr(model, "_semlib_fingerprint", None)
-        if fp is None:
-            fp = fingerprint(model)
-            model._semlib_fingerprint = fp
-        return model, fp
+        return model, _fingerprint_of(model)
     return _cached_model(None if checkpoint is None else str(checkpoint))
 
 

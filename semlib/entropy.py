@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -95,6 +96,36 @@ def symbols_crc(symbols, crc: int = 0) -> int:
     """CRC-32 of integer symbols as little-endian int32, continuing from ``crc``."""
     a = symbols.cpu().numpy() if isinstance(symbols, torch.Tensor) else np.asarray(symbols)
     return zlib.crc32(np.ascontiguousarray(a, dtype="<i4").tobytes(), crc)
+
+
+# --------------------------------------------------------------------------- coding threads
+
+CODING_THREADS = 1              # CPU threads of the coding passes of format version 1 files (see coding_threads)
+
+
+@contextmanager
+def coding_threads(device: torch.device, threads: int | None = None):
+    """Run the enclosed computation on ``threads`` CPU threads (None: leave the caller's
+    setting), then restore the caller's setting.
+
+    Some oneDNN kernels (1x1 convolutions on channels-last inputs, measured with torch
+    2.14) split their sums differently with another number of threads, so the same network
+    gives results that differ in the last bits. Files of format version 2 carry side
+    information that makes such differences harmless (:mod:`semlib.entropy`), so they are
+    coded on any thread count; files of version 1 need the decoder to repeat the encoder's
+    arithmetic exactly and were written on ``CODING_THREADS`` threads.
+    (``torch.set_num_threads`` is process-wide: do not code concurrently from Python
+    threads that set other counts.)
+    """
+    n = torch.get_num_threads()
+    if threads is None or device.type != "cpu" or n == threads:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------- rANS decoding
