@@ -155,26 +155,11 @@ def cached_importance(
     """Grad-CAM importance map of image ``a`` (:func:`semlib.importance.importance_map`),
     read from / written to ``cache_dir`` (None: no cache). Keyed by the sha256 of the
     image file (or of the pixels) and the classifier name."""
-    from semlib.importance import importance_map
+    from semlib.importance import cached_map, importance_map
 
-    h, w = a.shape[:2]
-    file = None
-    if cache_dir is not None:
-        file = Path(cache_dir) / f"{_image_key(path, a)}-{classifier}.npy"
-        if file.is_file():
-            try:
-                m = np.load(file)
-                if m.shape == (h, w) and m.dtype == np.float32:
-                    return m
-            except (OSError, ValueError):
-                pass  # unreadable: recompute and overwrite
-    m = np.asarray(importance_map(a, classifier=classifier), dtype=np.float32)
-    if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, m)
-        os.replace(tmp, file)
-    return m
+    name = None if cache_dir is None else f"{_image_key(path, a)}-{classifier}.npy"
+    return cached_map(lambda: np.asarray(importance_map(a, classifier=classifier), dtype=np.float32),
+                      cache_dir, name, a.shape[:2])
 
 
 # ---------------------------------------------------------------------------------------

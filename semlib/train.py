@@ -144,23 +144,14 @@ def cached_importance(image: np.ndarray, key: str, cache_dir: Path, method: str 
     """
     if method == "uniform":
         return np.full(image.shape[:2], 255, np.uint8)
-    path = cache_dir / f"{key}_{method}.png"
-    if path.is_file():
-        try:
-            with Image.open(path) as im:
-                m = np.asarray(im.convert("L"))
-            if m.shape == image.shape[:2]:
-                return m
-        except OSError:
-            pass
-    from semlib.importance import importance_map  # loads a classifier: only when needed
+    from semlib.importance import cached_map
 
-    m = np.round(importance_map(image) * 255).astype(np.uint8)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(m).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return m
+    def compute():
+        from semlib.importance import importance_map  # loads a classifier: only when needed
+
+        return np.round(importance_map(image) * 255).astype(np.uint8)
+
+    return cached_map(compute, cache_dir, f"{key}_{method}.png", image.shape[:2])
 
 
 class TrainingSet:

@@ -210,6 +210,9 @@ def config_from_dict(raw) -> Config:
 # --------------------------------------------------------------------------- checkpoints
 
 CHECKPOINT_FORMAT = "semlib-model"
+# where each checkpoint format keeps the weights to code with: a model file (save_model) its
+# "model", a training checkpoint (semlib.train) its EMA weights
+WEIGHTS_KEY = {CHECKPOINT_FORMAT: "model", "semlib-train": "ema"}
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "small.pt"
 
 
@@ -270,7 +273,7 @@ def load_model(path=None, device="cpu") -> HierarchicalVAE:
             if path == SHIPPED_CHECKPOINT else ""
         raise CheckpointError(f"{path}: checkpoint not found{hint}")
     blob = read_checkpoint(path, f"{path}: not a readable semlib checkpoint", device)
-    if not isinstance(blob, dict) or blob.get("format") not in (CHECKPOINT_FORMAT, "semlib-train"):
+    if not isinstance(blob, dict) or blob.get("format") not in WEIGHTS_KEY:
         raise CheckpointError(f"{path}: not a semlib checkpoint")
     if "config" not in blob:
         raise CheckpointError(f"{path}: the checkpoint holds no configuration")
@@ -278,7 +281,7 @@ def load_model(path=None, device="cpu") -> HierarchicalVAE:
         config = config_from_dict(blob["config"])      # checked before anything is built
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    state = blob.get("ema") if blob.get("format") == "semlib-train" else blob.get("model")
+    state = blob.get(WEIGHTS_KEY[blob["format"]])
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise CheckpointError(f"{path}: the checkpoint holds no table of weights")
