@@ -20,6 +20,7 @@ from semlib.errors import FormatError, SemlibError
 from semlib.allocation import BLOCK, GAMMA_RANGE
 from semlib.entropy import CODING_THREADS
 from semlib.models import MAX_STRIDE, HierarchicalVAE, fingerprint, load_model
+from semlib import rate_control
 from semlib.refine import DEFAULT_LR, refine_latents
 from semlib.semc import (FLAG_MAP, MAGIC, MAX_LATENTS, MAX_SIDE, VERSION, VERSIONS, Header,  # noqa: F401 (re-exported)
                          LevelMap, _pack, _parse_sides, _Reader, info, parse)
@@ -204,9 +205,10 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     or a mask/map (array or path) painted by the user; it sets the block levels T_i / M
     (docs/METHOD.md §2), and each block codes at ``gamma * (T_i / M) ** kappa``.
 
-    Rate control, with the level map held: it encodes at the two ends of ``gamma_range``
-    (default: the model's trained range, :func:`trained_range`) first, then searches log gamma by false position (log bpp is close to linear in it)
-    until the file is within ``tolerance`` (relative) of ``target_bpp``. When that is not
+    Rate control (:func:`semlib.rate_control.search_log_gamma`), with the level map held: it
+    encodes at the two ends of ``gamma_range`` (default: the model's trained range,
+    :func:`trained_range`) first, then searches log gamma by false position (log bpp is close
+    to linear in it) until the file is within ``tolerance`` (relative) of ``target_bpp``. When that is not
     possible inside ``gamma_range`` the closest file is returned with ``met_target=False``;
     a target beyond either end thus costs two encodings.
 
@@ -276,48 +278,13 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     target = float(target_bpp)
     if not math.isfinite(target) or target <= 0:
         raise SemlibError(f"target bpp must be finite and > 0, got {target_bpp!r}")
-    tried = []                            # (gamma, data, x_hat, bpp) of every encoding
 
-    def miss(log_g):
-        """log(bpp / target) of the file at gamma = exp(log_g): zero at the target."""
-        g, data, x_hat = run(math.exp(log_g))
-        bpp = 8 * len(data) / (height * width)
-        tried.append((g, data, x_hat, bpp))
-        return math.log(bpp / target)
+    def measure(g):
+        g, data, x_hat = run(g)
+        return g, 8 * len(data) / (height * width), (data, x_hat)
 
-    def met():
-        return abs(tried[-1][3] - target) <= tolerance * target
-
-    # The ends first: a target beyond the range costs two encodings, not a whole search.
-    lo, hi = math.log(gamma_range[0]), math.log(gamma_range[1])
-    f_lo = miss(lo)
-    if not met():
-        f_hi = miss(hi)
-        if not met() and f_lo * f_hi < 0:
-            # Inside: false position on (log gamma, log bpp), close to a straight line, with the
-            # Illinois halving so that one end cannot stall, and bisection when the interpolated
-            # point falls at an end of the bracket [a, b].
-            a, fa, b, fb, side = lo, f_lo, hi, f_hi, 0
-            for _ in range(max_iter):
-                t = b - fb * (b - a) / (fb - fa)
-                margin = 1e-3 * abs(b - a)
-                if not min(a, b) + margin < t < max(a, b) - margin:
-                    t = 0.5 * (a + b)
-                f = miss(t)
-                if met() or abs(b - a) < 1e-4:
-                    break
-                if f * fb > 0:
-                    b, fb = t, f
-                    if side == -1:
-                        fa /= 2
-                    side = -1
-                else:
-                    a, fa = t, f
-                    if side == 1:
-                        fb /= 2
-                    side = 1
-    best = min(tried, key=lambda t: abs(t[3] - target))
-    g, data, x_hat, bpp = best
+    best, _ = rate_control.search_log_gamma(measure, gamma_range, target, tolerance, max_iter)
+    g, bpp, (data, x_hat) = best
     if reconstruct or refine:             # the search ran without the image-building layers
         g, data, x_hat = run(g, reconstruct, refine)
         bpp = 8 * len(data) / (height * width)
