@@ -142,8 +142,8 @@ def main(argv=None) -> int:
         worker_decode(args)
         return 0
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fuzz_decode import platform_info
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from experiments.fuzzing import platform_info
     from semlib.models import random_model, save_model
 
     tmp = tempfile.TemporaryDirectory()

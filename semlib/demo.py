@@ -31,9 +31,6 @@ TOP_FRACTION = 0.2
 JPEG_TOLERANCE = 0.01  # bpp; semlib.baselines.encode_at_bpp stops within this of the target
 
 
-# --------------------------------------------------------------------------- a metric
-
-
 # --------------------------------------------------------------------------- the demo
 
 

@@ -17,8 +17,8 @@ A row of a comparison table (:func:`comparison_rows`) puts four things side by s
 - a one-line note of what differs.
 
 A method with no public code or weights here is never filled in: its cells say
-:data:`NOT_MEASURED`. The project's own learned codec says :data:`PENDING` until a
-trained checkpoint exists. Tables are lists of dicts; :func:`markdown` renders them
+:data:`NOT_MEASURED`. The project's own learned codec says :data:`PENDING` where its
+results are missing (no checkpoint was found, or it was not run on that set). Tables are lists of dicts; :func:`markdown` renders them
 (no pandas needed). :func:`sweep` measures rate, PSNR and MS-SSIM of a codec on large
 images (Tecnick, CLIC), and :func:`important_window` picks the zoomed region of a
 visual comparison from the Grad-CAM map (the paper's Figs. 13–14).
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NOT_MEASURED = "not measured: no public code/weights here"
-PENDING = "pending: no trained checkpoint yet (issue 5)"
+PENDING = "not measured: no checkpoint of the learned codec found here"   # its results are missing
 TARGET_SLACK = 0.05                 # an encoding whose mean bpp misses the target by more than 5 % is not "at" it
 OWN_METHOD = "Song method"          # the paper's name for its own method
 PAPER = "the paper"                 # paper/000_61c259a5c6b3995e.txt in the project's shared folder

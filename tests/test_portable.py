@@ -80,12 +80,9 @@ def test_a_decoder_whose_priors_differ_slightly_still_decodes(photo, tiny_model,
 
 
 def test_a_tampered_symbol_checksum_is_reported_as_different_arithmetic(photo, tiny_model):
-    import importlib.util
     import struct
 
-    spec = importlib.util.spec_from_file_location("fuzz_decode", HERE.parent / "scripts" / "fuzz_decode.py")
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
+    from experiments import fuzzing as fuzz
     good = codec.encode(photo, gamma=300.0, model=tiny_model)
     body = fuzz.body_of(good)
     (crc,) = struct.unpack_from("<I", body, fuzz.layout(good)["symbols_crc"])
