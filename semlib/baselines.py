@@ -52,8 +52,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from semlib import rate_control
 from semlib.data import as_array, pil_to_array
 from semlib.errors import ImageError, SemlibError
+from semlib.rate_control import EncodeResult  # noqa: F401  (its home before)
 
 
 def _pillow_version() -> str:
@@ -372,6 +374,11 @@ def get_codec(codec) -> Codec:
 
 
 # ---------------------------------------------------------------------------------------
-# Rate control: semlib.rate_control (one module for every codec's search)
+# Rate control: the search is semlib.rate_control's (one module for every codec's search)
 
-from semlib.rate_control import EncodeResult, encode_at_bpp  # noqa: E402,F401  (their home before)
+
+def encode_at_bpp(codec, img, target_bpp: float, tol: float = 0.01, max_steps: int = 40) -> EncodeResult:
+    """:func:`semlib.rate_control.encode_at_bpp` for ``codec``, a :class:`Codec` or the name of
+    one of :data:`CODECS`: the file closest to ``target_bpp``, within ``tol`` bpp where the
+    knob allows (else the closest, with a warning)."""
+    return rate_control.encode_at_bpp(get_codec(codec), img, target_bpp, tol, max_steps, _stacklevel=3)

@@ -10,7 +10,8 @@ returned is always the closest one made. They differ in the step, because the kn
   in log gamma, so false position (with the Illinois halving, and bisection when the
   interpolated point falls at an end) finds it in a few encodings; "close enough" is
   relative (``tolerance * target``).
-* :func:`encode_at_bpp`, the classical codecs' quality knobs: often integers (JPEG's 1..100)
+* :func:`encode_at_bpp`, a quality knob (the classical codecs', and the learned codec's γ
+  in the evaluation sweeps): often integers (JPEG's 1..100)
   and not always monotone in fine steps, so bisection (geometric for positive continuous
   knobs); "close enough" is absolute (``tol`` bpp).
 
@@ -95,19 +96,19 @@ class EncodeResult(NamedTuple):
     bpp: float
 
 
-def encode_at_bpp(codec, img, target_bpp: float, tol: float = 0.01, max_steps: int = 40) -> EncodeResult:
-    """Encode ``img`` with a classical codec (a :class:`semlib.baselines.Codec` or its name)
-    as close as possible to ``target_bpp`` by bisection on the quality knob.
+def encode_at_bpp(codec, img, target_bpp: float, tol: float = 0.01, max_steps: int = 40,
+                  _stacklevel: int = 2) -> EncodeResult:
+    """Encode ``img`` with ``codec`` (a :class:`semlib.baselines.Codec`; by name through
+    :func:`semlib.baselines.encode_at_bpp`) as close as possible to ``target_bpp`` by
+    bisection on the quality knob.
 
     Stops as soon as a file lands within ``tol`` bpp of the target. When the target
     cannot be met (the codec's range does not reach it, or its integer steps jump over
     it), returns the closest file found and warns with the bpp reached. ``bpp`` is
     8 · len(file) / (H · W) of the real file.
     """
-    from semlib.baselines import get_codec
     from semlib.data import as_array
 
-    codec = get_codec(codec)
     a = as_array(img)
     h, w = a.shape[:2]
     target = float(target_bpp)
@@ -151,6 +152,6 @@ def encode_at_bpp(codec, img, target_bpp: float, tol: float = 0.01, max_steps: i
         warnings.warn(
             f"{codec.name}: target {target:g} bpp not met within {tol:g}; closest reached "
             f"{result.bpp:.4f} bpp at {codec.quality_name} {result.quality:g}",
-            stacklevel=2,
+            stacklevel=_stacklevel,
         )
     return result
