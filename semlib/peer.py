@@ -44,7 +44,7 @@ from semlib import data, metrics
 from semlib.errors import CheckpointError, FormatError, SemlibError
 from semlib.models import read_checkpoint
 from semlib.train import (TrainingSet, _autocast, _plain, _setup_distributed, _validation_images, atomic_save,
-                          check_output, fit, log_path_for, make_batch, mix_seed, torch_threads, update_ema)
+                          backward_and_step, check_output, fit, log_path_for, make_batch, mix_seed, torch_threads, update_ema)
 
 PEER_FORMAT = "semlib-peer-train"
 ARCHITECTURE = "MeanScaleHyperprior"
@@ -144,17 +144,7 @@ def train_step(model, optimizer, aux_optimizer, main_params, x, args, amp_contex
     losses = peer_loss(out, x, args.lmbda)
     optimizer.zero_grad(set_to_none=True)
     aux_optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:                         # fp16 on a GPU without bf16
-        scaler.scale(losses["loss"]).backward()
-        scaler.unscale_(optimizer)
-    else:
-        losses["loss"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(main_params, args.clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    elif torch.isfinite(grad_norm):
-        optimizer.step()
+    grad_norm = backward_and_step(losses["loss"], optimizer, main_params, args.clip, scaler)
     aux = model.aux_loss()
     aux.backward()
     aux_optimizer.step()

@@ -568,6 +568,24 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
+def backward_and_step(loss, optimizer, params, clip: float, scaler=None) -> torch.Tensor:
+    """Backward (scaled with fp16 on a GPU without bf16), gradient-norm clipping of ``params``
+    to ``clip``, and the optimiser's step, skipped on a non-finite gradient (the scaler
+    skips it itself). Returns the gradient norm. (The peer's step uses it too.)"""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    elif torch.isfinite(grad_norm):
+        optimizer.step()
+    return grad_norm
+
+
 def train_step(net, model, optimizer, batch, args, amp_context, scaler=None) -> dict:
     """One optimisation step on ``batch`` = (x, importance, gamma): forward under autocast, the
     loss in float32, backward, gradient-norm clipping, Adam. Returns the step's values (floats)."""
@@ -577,17 +595,7 @@ def train_step(net, model, optimizer, batch, args, amp_context, scaler=None) -> 
     weights = balance_weights(gamma, x.shape[0], args.gamma_range) if args.balance_gammas else None
     losses = rate_distortion_loss(result, x, gamma, args.beta, imp if args.beta > 0 else None, weights)
     optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:                        # fp16 on a GPU without bf16
-        scaler.scale(losses["loss"]).backward()
-        scaler.unscale_(optimizer)
-    else:
-        losses["loss"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    elif torch.isfinite(grad_norm):
-        optimizer.step()                          # a non-finite gradient skips the update
+    grad_norm = backward_and_step(losses["loss"], optimizer, model.parameters(), args.clip, scaler)
     values = {k: float(v.detach()) for k, v in losses.items()}
     values["grad_norm"] = float(grad_norm)
     return values
