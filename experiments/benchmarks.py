@@ -460,6 +460,7 @@ def _weights(checkpoint, work: Path) -> tuple[str, str]:
     return str(path), "random 'small' weights (seed 0; no trained checkpoint shipped yet)"
 
 
+# Long: the list of benchmark items, each a few lines, run in order.
 def codec_benchmarks(checkpoint=None, threads: int = 2, images: int = KODAK_IMAGES, repeats: int = 3,
                      sizes=SCALES_MP, codecs=CLASSIC_CODECS, gamma: float | None = None,
                      target_bpp: float = TARGET_BPP, profile: bool = True, isolate: bool = True,
@@ -573,6 +574,7 @@ def busy(machine: dict) -> bool:
     return any(v is not None and v > 0.5 * (machine.get("cores") or 1) for v in loads)
 
 
+# Long: the BENCHMARKS.md section, table by table.
 def markdown_report(report: dict) -> str:
     """The generated section of BENCHMARKS.md: machine line, targets, Kodak table,
     classical codecs, scaling, and where the time goes."""

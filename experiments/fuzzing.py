@@ -530,6 +530,7 @@ def platform_info() -> dict:
             "system": platform.platform()}
 
 
+# Long: the options, the worker pool and the report of a fuzzing run, in that order.
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=10000)

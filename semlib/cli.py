@@ -392,6 +392,7 @@ _OPTIONS_OF = {"train": ("semlib.train", "add_train_arguments"), "eval": ("semli
                "bench": ("semlib.bench", "add_bench_arguments")}
 
 
+# Long (a table of commands and their options, argparse's boilerplate): one command per block.
 def build_parser(argv=None) -> argparse.ArgumentParser:
     """The parser of every command; given the command line ``argv``, the options of the
     heavy commands other than the one it runs are left out (:func:`_add_options_of`)."""

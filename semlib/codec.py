@@ -195,6 +195,7 @@ def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=Tr
     return data, None if out["x_hat"] is None else out["x_hat"][..., :height, :width], report
 
 
+# Long: the checks of every argument (each a one-line error), then one encoding or the search of rate_control.
 def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0,
                  model=None, checkpoint=None, tolerance: float = 0.01,
                  gamma_range=None, max_iter: int = 20, reconstruct: bool = True, refine: int = 0,

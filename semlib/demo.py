@@ -143,6 +143,7 @@ def _output_place(out) -> tuple[Path | None, Path, str]:
     return fig_path, folder, fig_path.stem
 
 
+# Long: the demo's story in order (map, two learned files, JPEG, scores, figure), one step a few lines.
 def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float = 1.0, checkpoint=None,
              out="demo.png", progress: bool = True, importance=None, model=None) -> DemoResult:
     """Compress one photo with and without ROI and with JPEG at ``bpp``; score and draw it.

@@ -140,6 +140,7 @@ _ERRORS = {
 }
 
 
+# Long: one numba-compiled loop; splitting it would cost a call per symbol.
 def _decode_kernel(words, indexes, cdfs, cdf_lengths, offsets, out):
     """Decode the symbols of ``indexes`` from the 32-bit ``words`` into ``out``; returns 0,
     or an error code of _ERRORS. Plain Python on numpy arrays, so that numba compiles it.

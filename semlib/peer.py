@@ -198,6 +198,7 @@ def train_peer(args: argparse.Namespace) -> dict:
         return _train_peer(args, out)
 
 
+# Long: the set-up of the peer's run (as train._train's); the loop is train.fit.
 def _train_peer(args, out: Path) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SemlibError("the peer trains in one process (no torchrun)")

@@ -222,6 +222,7 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
 
+# Long: one pass over the file, field by field in the order of the layout above, each checked where it is read.
 def parse(data: bytes) -> Header:
     """Read and check a ``.semc`` file's structure (no model needed). Raises
     :class:`semlib.FormatError` naming the first problem found."""

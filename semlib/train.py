@@ -671,6 +671,7 @@ def fit(args, step: int, meta: dict, optimizer, one_step, write, checkpoint, val
     return step, last, stop.signum
 
 
+# Long: the set-up of a run (data, model, EMA, optimiser, resume or warm start, log), read top to bottom; the loop is fit().
 def _train(args, out: Path) -> dict:
     rank, world, device = _setup_distributed(args.device)
     main = rank == 0
@@ -833,6 +834,7 @@ def export_model(checkpoint, out, fp16: bool = False) -> Path:
 # =========================================================================== 7. the command line
 
 
+# Long: the table of training options, one a line.
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``semlib train`` (docs/METHOD.md §9)."""
     a = parser.add_argument
