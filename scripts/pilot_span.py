@@ -52,6 +52,10 @@ PILOTS = {
                      "+ balancing + stratified sampling + range 8..8192",
                      {"z_dims": [16, 16, 64, 24], "balance_gammas": True, "stratify_gammas": True,
                       "gamma_range": [8.0, 8192.0]}),
+    "crop256": ("mixed, but 256 x 256 crops in batches of 2 (the same pixels per step): the coarsest latents "
+                "see 4 x 4 positions instead of 2 x 2",
+                {"quantization": "mixed", "balance_gammas": True, "stratify_gammas": True,
+                 "gamma_range": [8.0, 8192.0], "crop": 256, "batch": 2}),
 }
 COMMON = dict(crop=128, batch=8, lr=2e-4, warmup=100, val_every=0, progress=False, num_threads=1, log_every=50,
               ckpt_every=250)
@@ -64,8 +68,8 @@ def run_one(name, steps, workdir, data, init):
     from semlib.train import train, training_args
     out = Path(workdir) / f"{name}.pt"
     resume = out.exists()
-    args = training_args(data, steps, out, init=None if resume else init, resume=resume, **COMMON,
-                         **PILOTS[name][1])
+    args = training_args(data, steps, out, init=None if resume else init, resume=resume,
+                         **{**COMMON, **PILOTS[name][1]})
     t0 = time.time()
     summary = train(args)
     return str(out), summary["step"], time.time() - t0
