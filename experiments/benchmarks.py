@@ -30,6 +30,8 @@ import torch
 
 from semlib import data
 from semlib.bench import timed
+from semlib.bench import (CPU_TRAIN_PIXELS_PER_S, GPU_PEAK_FLOPS,  # noqa: F401 (the GPU estimates live in semlib.bench)
+                          gpu_training_estimates, training_flops_per_pixel)
 from semlib.metrics import psnr
 
 REPO = Path(__file__).resolve().parent.parent      # on the path of the worker processes

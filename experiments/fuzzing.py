@@ -2,6 +2,7 @@
 scripts/fuzz_decode.py; tests/test_fuzz.py imports it for a short in-process run).
 
     nice -n 10 .venv/bin/python scripts/fuzz_decode.py --cases 10000 --workers 2
+    nice -n 10 .venv/bin/python scripts/fuzz_decode.py --tiled --cases 2000 --workers 1   # tiled files (version 3)
 
 Seed files are real encodings (a few images, scalar gamma and ROI level maps) made with a
 `tiny` model with random weights (no trained checkpoint exists yet; the file format and
@@ -363,14 +364,105 @@ KINDS = {
 }
 
 
-def make_case(i: int, seed: int, seeds: dict[str, bytes]) -> tuple[str, str, bytes]:
-    """Case ``i``: (kind, seed file name, mutated bytes); kinds take turns."""
+# --------------------------------------------------------------------------- tiled files (--tiled)
+
+
+def tiled_seed_files(model) -> dict[str, bytes]:
+    """Tiled encodings (format version 3, semlib.tiling) of the seed images, small tiles forced."""
+    from semlib import codec, data
+
+    photo = data.sample_image("coffee")[140:236, 220:348]                 # 2 x 2 tiles of 64, overlap 8
+    strip = data.sample_image("astronaut")[100:140, 0:200]                # 1 x 4 tiles of 64, overlap 16
+    mask = np.zeros(photo.shape[:2], np.float32)
+    mask[10:60, 20:90] = 1.0
+    return {
+        "photo_tiled_g300": codec.encode(photo, gamma=300.0, model=model, tile=64, tile_overlap=8),
+        "photo_tiled_roi": codec.encode(photo, gamma=200.0, importance=mask, kappa=1.0, model=model,
+                                        tile=64, tile_overlap=8),
+        "strip_tiled_g1000": codec.encode(strip, gamma=1000.0, model=model, tile=64, tile_overlap=16),
+    }
+
+
+def tiled_layout(data: bytes) -> dict:
+    """Offsets of the tiling fields and of each tile's section of a valid version-3 file."""
+    p = 15 + data[14] + 12
+    if data[5] & 1:
+        p += 16 + struct.unpack_from("<I", data, p + 12)[0]
+    (t,) = struct.unpack_from("<I", data, p + 4)
+    lengths = struct.unpack_from(f"<{t}I", data, p + 8)
+    pos = {"tile": p, "overlap": p + 2, "count": p + 4, "lengths": [p + 8 + 4 * i for i in range(t)]}
+    q, sections = p + 8 + 4 * t, []
+    for n in lengths:
+        sections.append((q, n))
+        q += n
+    pos["sections"] = sections
+    assert q == len(data) - 4
+    return pos
+
+
+def m_tiled_crc(data, rng, others):
+    """Version 3: a wrong tile size, overlap, tile count or section length; damage inside one
+    tile's section (its latent count or lengths, bit flips, a random run, another tile's or
+    another file's section in its place); the file's CRC recomputed."""
+    pos, body = tiled_layout(data), body_of(data)
+    how = int(rng.integers(7))
+    if how == 0:
+        struct.pack_into("<H", body, pos["tile"], [0, 63, 64, 100, 128, 192, 65535][int(rng.integers(7))])
+    elif how == 1:
+        struct.pack_into("<H", body, pos["overlap"], [0, 4, 8, 16, 24, 32, 40, 65535][int(rng.integers(8))])
+    elif how == 2:
+        (cur,) = struct.unpack_from("<I", body, pos["count"])
+        struct.pack_into("<I", body, pos["count"], _interesting_u32(rng, cur, len(data)))
+    elif how == 3:
+        off = pos["lengths"][int(rng.integers(len(pos["lengths"])))]
+        (cur,) = struct.unpack_from("<I", body, off)
+        struct.pack_into("<I", body, off, _interesting_u32(rng, cur, len(data)))
+    else:
+        i = int(rng.integers(len(pos["sections"])))
+        start, n = pos["sections"][i]
+        sec = bytearray(body[start:start + n])
+        if how == 4:                                   # its latent count, or one string length
+            at = 0 if rng.random() < 0.3 else 1 + 4 * int(rng.integers(sec[0]))
+            if at == 0:
+                sec[0] = int(rng.integers(0, 256))
+            else:
+                (cur,) = struct.unpack_from("<I", sec, at)
+                struct.pack_into("<I", sec, at, _interesting_u32(rng, cur, n))
+        elif how == 5:                                 # bit flips or a random run
+            if rng.random() < 0.5:
+                _flip_bits(sec, rng, 0, len(sec), int(rng.integers(1, 5)))
+            else:
+                a = int(rng.integers(0, len(sec)))
+                sec[a:a + 32] = rng.bytes(len(sec[a:a + 32]))
+        else:                                          # another tile's section, or another file's
+            src = data if rng.random() < 0.5 else others[int(rng.integers(len(others)))]
+            spos = tiled_layout(src)
+            a, m = spos["sections"][int(rng.integers(len(spos["sections"])))]
+            sec = bytearray(src[a:a + m])
+        lengths = [m for _, m in pos["sections"]]
+        lengths[i] = len(sec)
+        first = pos["lengths"][0]
+        secs = [bytes(body[a:a + m]) for a, m in pos["sections"]]
+        secs[i] = bytes(sec)
+        body = bytearray(body[:first] + struct.pack(f"<{len(lengths)}I", *lengths) + b"".join(secs))
+    return with_crc(body)
+
+
+# the kinds that do not read the version-2 layout, and the tiled one
+TILED_KINDS = {k: KINDS[k] for k in ("truncate", "truncate_crc", "bitflip", "bitflip_crc", "insert", "insert_crc",
+                                     "delete", "delete_crc", "forged_size_crc", "random")} | {"tiled_crc": m_tiled_crc}
+
+
+def make_case(i: int, seed: int, seeds: dict[str, bytes], kinds: dict | None = None) -> tuple[str, str, bytes]:
+    """Case ``i``: (kind, seed file name, mutated bytes); kinds take turns (``kinds``: default
+    :data:`KINDS`; :data:`TILED_KINDS` for the tiled seeds)."""
+    kinds = KINDS if kinds is None else kinds
     rng = np.random.default_rng([seed, i])
-    kind = list(KINDS)[i % len(KINDS)]
+    kind = list(kinds)[i % len(kinds)]
     names = sorted(seeds)
     name = names[int(rng.integers(len(names)))]
     others = [seeds[n] for n in names if n != name]
-    return kind, name, KINDS[kind](seeds[name], rng, others)
+    return kind, name, kinds[kind](seeds[name], rng, others)
 
 
 # --------------------------------------------------------------------------- judging one decode
@@ -541,13 +633,19 @@ def main(argv=None) -> int:
     ap.add_argument("--data-limit-mb", type=int, default=3000, help="RLIMIT_DATA headroom of a worker (0: none)")
     ap.add_argument("--only", type=int, nargs="*", help="run only these case numbers")
     ap.add_argument("--out", default="results/robustness/fuzz_decode.json")
+    ap.add_argument("--tiled", action="store_true",
+                    help="fuzz tiled files (format version 3) with TILED_KINDS instead (default --out: "
+                         "results/robustness/fuzz_decode_tiled.json)")
     ap.add_argument("--save-failures", default=None, help="folder for the bytes of failing cases")
     args = ap.parse_args(argv)
 
     from semlib.models import random_model, save_model
 
     model = random_model("tiny", 0)   # the recipe of tests/conftest.py: random_tiny
-    seeds = seed_files(model)
+    seeds = tiled_seed_files(model) if args.tiled else seed_files(model)
+    kinds = TILED_KINDS if args.tiled else KINDS
+    if args.tiled and args.out == "results/robustness/fuzz_decode.json":
+        args.out = "results/robustness/fuzz_decode_tiled.json"
     tmp = tempfile.TemporaryDirectory()
     ckpt = os.path.join(tmp.name, "tiny_random.pt")
     save_model(model, ckpt, note="random weights, fuzzing only")
@@ -557,7 +655,7 @@ def main(argv=None) -> int:
 
     def cases():
         for i in numbers:
-            kind, name, data = make_case(i, args.seed, seeds)
+            kind, name, data = make_case(i, args.seed, seeds, kinds)
             meta[i] = (kind, name, len(data), data == seeds[name])
             yield i, data
 
@@ -590,7 +688,7 @@ def main(argv=None) -> int:
             print(f"FAIL case {i} ({kind}, {name}): {outcome}: {detail[:300]}", flush=True)
             if args.save_failures:
                 Path(args.save_failures).mkdir(parents=True, exist_ok=True)
-                Path(args.save_failures, f"case{i}_{kind}.semc").write_bytes(make_case(i, args.seed, seeds)[2])
+                Path(args.save_failures, f"case{i}_{kind}.semc").write_bytes(make_case(i, args.seed, seeds, kinds)[2])
         if secs > slowest[0]:
             slowest = (secs, {"case": i, "kind": kind, "outcome": outcome})
         peak = max(peak, rss)
@@ -605,7 +703,7 @@ def main(argv=None) -> int:
         pool.close()
     wall = time.time() - t0
 
-    counts = {k: counts[k] for k in KINDS if k in counts}
+    counts = {k: counts[k] for k in kinds if k in counts}
     table = markdown_table(counts)
     print(table)
     n_bad = len(failures)

@@ -2,6 +2,7 @@
 experiments/fuzzing.py, which says what each case does and what counts as a failure).
 
     nice -n 10 .venv/bin/python scripts/fuzz_decode.py --cases 10000 --workers 2
+    nice -n 10 .venv/bin/python scripts/fuzz_decode.py --tiled --cases 2000 --workers 1   # tiled files (version 3)
 """
 
 import sys

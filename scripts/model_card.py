@@ -135,7 +135,8 @@ def main() -> None:
     learning_curve(log, Path(a.figure))
     sweep = load_results(KODAK / "semlib.json")
     target = KODAK / "semlib-target-bpp.json"
-    roi = KODAK / "semlib-roi-k1-target-bpp.json"
+    roi = KODAK / "semlib-roi-target-bpp.json"              # --roi auto: the two-level map (allocation.AUTO_ALLOCATION)
+    roi_paper = KODAK / "semlib-roi-k1-target-bpp.json"     # --roi auto --roi-top 0: the paper's map, kappa 1
     peer = KODAK / "peer-msh-0.0483.json"
     train_lines = [r for r in log if r.get("kind") == "train"]
     wall_h = train_lines[-1]["wall_s"] / 3600 if train_lines else float("nan")
@@ -171,7 +172,9 @@ def main() -> None:
          "the rounded latents, as at test time; the rate is that of the noisy ones).",
          "- Run 8 (steps 41,800 → 54,800) repeated run 7's recipe from run 7's exported model, with mixed "
          "quantisation throughout: another fresh optimizer and cosine of 13,000 steps.",
-         "", "Runs, in order (each continues the last with `--resume`, but runs 7 and 8, which start from the "
+         "- Run 9 (steps 54,800 → 65,800) repeated it once more from run 8's exported model: a fresh optimizer "
+         "and a cosine of 11,000 steps.",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7, 8 and 9, which start from the "
          "exported EMA weights before them with `--init`):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
@@ -183,17 +186,20 @@ def main() -> None:
           "## Kodak (24 images, 768×512), real files", "",
           f"γ sweep (`{sweep['meta'].get('command', '')}`):", ""]
     L += results_table(sweep, "γ")
+    rois = ((roi, "`--roi auto` (the default two-level map: the 20 % most important blocks at 3× the γ of the "
+                  "others)"), (roi_paper, "the paper's map (`--roi auto --roi-top 0`, κ = 1)"))
     for path, title in ((target, "Rate control to a target bpp (uniform γ)"),
-                        (roi, "Rate control with `--roi auto` (κ = 1)")):
+                        *((r, f"Rate control with {t}") for r, t in rois)):
         if path.is_file():
             res = load_results(path)
             L += ["", f"{title} (`{res['meta'].get('command', '')}`):", ""] + results_table(res, "target bpp")
 
-    if roi.is_file():
+    for roi, title in rois:
+      if roi.is_file():
         rr, sw = load_results(roi)["results"], sweep["results"]
         order = np.argsort(sw["bpp"])
         at = lambda key, b: float(np.interp(b, np.array(sw["bpp"])[order], np.array(sw[key])[order]))  # noqa: E731
-        L += ["", "### ROI at the same bpp: `--roi auto` against the uniform-γ curve", "",
+        L += ["", f"### ROI at the same bpp: {title} against the uniform-γ curve", "",
               "The ROI files' bpp (the rate control cannot always meet the target: block γ are clipped to the trained "
               f"range, so the background cannot drop below γ = {meta.get('gamma_lo', 32):g}) against the uniform γ sweep "
               "interpolated at that bpp:",
@@ -205,7 +211,7 @@ def main() -> None:
                 L.append(f"| {b:.3f} | {ut:.2f} → {rr['psnr-roi20'][j]:.2f} | {rr['psnr-roi20'][j] - ut:+.2f} | "
                          f"{up:.2f} → {rr['psnr-rgb'][j]:.2f} | {rr['psnr-rgb'][j] - up:+.2f} |")
 
-    if roi.is_file() and target.is_file():
+      if roi.is_file() and target.is_file():
         u, rr = load_results(target)["results"], load_results(roi)["results"]
         L += ["", "The same target bpp, file by file (bpp differ where a target was out of reach):", "",
               "| target bpp | bpp uniform / ROI | PSNR uniform / ROI (dB) | PSNR top-20 % uniform / ROI (dB) | "

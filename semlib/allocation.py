@@ -11,6 +11,15 @@ docs/METHOD.md §2 (paper §2.3), one function per equation:
     gamma_map          γ_i = γ · (T_i / M̄)^κ                   (the project's choice)
     allocate           all of the above in one call
 
+Two options of :func:`allocate` beyond the paper (issue 12's ROI pilot, results/pilots/README.md):
+
+    smooth_importance  blur g by a Gaussian of ``smooth`` pixels before V_i
+    top_levels         ``top=p``: the most important fraction p of the blocks at ``boost`` times
+                       the level of the others, mean M̄ kept (a two-level map)
+    quantise_levels    ``steps=n``: the levels rounded to n log-spaced values, so that the block
+                       level map written in the file (zlib, 8 bits a block) costs fewer bytes
+                       (measured on Kodak: 256 distinct levels cost ~0.09 bpp, 8 levels ~0.012)
+
 Block maps are numpy arrays of shape ceil(H/8) x ceil(W/8); :func:`upsample_blocks`
 shows one at pixel size. Computations run in float64; maps handed back are float32
 (``V``, ``L`` and ``T`` stay float64 so that their sums are exact to the last digit
@@ -29,9 +38,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semlib.errors import SemlibError
+
 BLOCK = 8                       # one level, and one gamma, per BLOCK x BLOCK pixels (the whole package's)
 GAMMA_RANGE = (32.0, 2048.0)    # the training range of the paper (and QARV's upper end)
 DEFAULT_LEVEL_RANGE = (0.25, 4.0)
+# What ``importance="auto"`` (Grad-CAM; ``--roi auto``) uses unless told otherwise: the two-level
+# map of :func:`top_levels`. At equal bpp it beat the paper's map on Kodak (results/pilots/README.md,
+# "ROI allocation"); ``top=None`` gives the paper's map back.
+AUTO_ALLOCATION = {"top": 0.2, "boost": 3.0}
 
 
 def _as_map(g, name: str = "importance") -> np.ndarray:
@@ -196,6 +211,66 @@ def target_levels(L, mean_level: float = 1.0, level_range=DEFAULT_LEVEL_RANGE) -
     return water_fill(computed_levels(L, mean_level), mean_level, level_range)
 
 
+def smooth_importance(g, sigma: float) -> np.ndarray:
+    """g blurred by a Gaussian of standard deviation ``sigma`` pixels (edges replicated); 0: g itself."""
+    a = _as_map(g)
+    s = float(sigma)
+    if not (math.isfinite(s) and s >= 0):
+        raise ValueError(f"smooth must be a finite number of pixels >= 0, got {sigma!r}")
+    if s == 0:
+        return a
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(a, s, mode="nearest")
+
+
+def top_levels(V, fraction: float, boost: float, mean_level: float = 1.0) -> np.ndarray:
+    """A two-level map: the ``ceil(fraction * N)`` blocks of highest ``V`` (ties by raster
+    order) at ``boost`` times the level c of the others, c chosen so that the mean is M̄.
+
+    For the pair (PSNR of the region, PSNR of the whole image) this is the allocation a
+    weighted MSE w_i · D_i with two weights prescribes (one λ inside the region, one outside);
+    a map that also varies inside either part spends bits on neither measure.
+    """
+    V = _as_map(V, "block importance V")
+    p, f, m = float(fraction), float(boost), float(mean_level)
+    if not (math.isfinite(p) and 0 < p <= 1):
+        raise ValueError(f"top fraction must be in (0, 1], got {fraction!r}")
+    if not (math.isfinite(f) and f >= 1):
+        raise ValueError(f"boost must be a finite number >= 1, got {boost!r}")
+    if not (math.isfinite(m) and m > 0):
+        raise ValueError(f"mean_level must be finite and > 0, got {mean_level!r}")
+    k = math.ceil(p * V.size - 1e-9)
+    top = np.zeros(V.size, bool)
+    top[np.argsort(-V.ravel(), kind="stable")[:k]] = True
+    c = m * V.size / (k * f + (V.size - k))
+    return np.where(top, f * c, c).reshape(V.shape)
+
+
+def quantise_levels(T, steps: int | None, mean_level: float = 1.0) -> np.ndarray:
+    """T with log T rounded to ``steps`` evenly spaced values between its smallest and largest
+    value, then scaled so that the mean is M̄ again. None: T itself.
+
+    The file stores log T_i / M̄ in 8 bits between the map's own min and max (semlib.codec), so a
+    map of n values stays n values there, and zlib packs it into far fewer bytes than a map of
+    256 values. A block's level moves by at most half a step (plus the common rescale).
+    """
+    T = _as_map(T, "levels T")
+    if steps is None:
+        return T
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= 256:
+        raise ValueError(f"steps must be a whole number of levels in [2, 256] or None, got {steps!r}")
+    if (T <= 0).any():
+        raise ValueError("levels T must be > 0 to be quantised")
+    logt = np.log(T)
+    lo, hi = float(logt.min()), float(logt.max())
+    if hi - lo <= 0:
+        return T
+    q = lo + np.round((logt - lo) / (hi - lo) * (steps - 1)) / (steps - 1) * (hi - lo)
+    out = np.exp(q)
+    return out * (float(mean_level) / out.mean())
+
+
 def gamma_map(gamma: float, T, mean_level: float = 1.0, kappa: float = 1.0) -> np.ndarray:
     """γ_i = γ · (T_i / M̄)^κ: the Lagrange multiplier of each block (docs/METHOD.md §2, the project's choice).
 
@@ -259,6 +334,10 @@ class Allocation:
     block: int
     height: int
     width: int
+    smooth: float = 0.0
+    top: float | None = None
+    boost: float | None = None
+    steps: int | None = None
 
     def at_pixels(self, block_map) -> np.ndarray:
         """A block map (V, L, T, gamma_map, ...) at the image's pixel size."""
@@ -273,19 +352,79 @@ def allocate(
     mean_level: float = 1.0,
     level_range=DEFAULT_LEVEL_RANGE,
     block: int = BLOCK,
+    smooth: float = 0.0,
+    top: float | None = None,
+    boost: float = 3.0,
+    steps: int | None = None,
 ) -> Allocation:
     """Importance map H x W -> V, L, T and the γ map, in one call (docs/METHOD.md §2).
 
     ``importance`` is a grey-level map >= 0 (e.g. :func:`semlib.importance.importance_map`).
-    See the module docstring for the default level range.
+    See the module docstring for the default level range. ``smooth``: blur the map by a
+    Gaussian of that many pixels first (:func:`smooth_importance`). ``top``: a fraction p in
+    (0, 1]; the levels are then :func:`top_levels` (the top p of the blocks at ``boost`` times
+    the others), clipped to ``level_range`` like the paper's. ``steps``: round the levels to
+    that many log-spaced values (:func:`quantise_levels`), for a smaller file.
     """
     g = _as_map(importance)
-    V = block_importance(g, block)
+    V = block_importance(smooth_importance(g, smooth), block)
     L = semantic_levels(V)
-    T = target_levels(L, mean_level, level_range)
+    if top is None:
+        T = target_levels(L, mean_level, level_range)
+    else:
+        _check_levels_setting(mean_level, level_range)
+        T = water_fill(top_levels(V, top, boost, mean_level), mean_level, level_range)
+    T = quantise_levels(T, steps, mean_level)
     gm = gamma_map(gamma, T, mean_level, kappa)
     lo, hi = (float(v) for v in level_range)
     return Allocation(
         V=V, L=L, T=T, gamma_map=gm, gamma=float(gamma), kappa=float(kappa), mean_level=float(mean_level),
         level_range=(lo, hi), block=int(block), height=g.shape[0], width=g.shape[1],
+        smooth=float(smooth), top=None if top is None else float(top), boost=None if top is None else float(boost),
+        steps=None if steps is None else int(steps),
     )
+
+
+# --------------------------------------------------------------------------- command-line options
+
+
+def add_roi_arguments(p: argparse.ArgumentParser) -> None:
+    """The ROI allocation options (semlib.allocation) of ``semlib compress``, ``eval`` and ``demo``."""
+    p.add_argument("--roi-top", type=float, default=None, metavar="P",
+                   help="ROI map of two levels: the fraction P of the 8x8 blocks with the highest importance is coded "
+                        "at --roi-boost times the level of the others; 0 = the paper's map, where every block's level "
+                        "follows its importance (default with --roi auto: "
+                        f"{_auto('top')}; with a mask: 0)")
+    p.add_argument("--roi-boost", type=float, default=None, metavar="F",
+                   help=f"level ratio of the two-level map, >= 1 (default {_auto('boost')}); the block gammas differ "
+                        "by F ** kappa")
+    p.add_argument("--roi-steps", type=int, default=None, metavar="N",
+                   help="the paper's map rounded to N log-spaced levels (2..256), so that the map stored in the file "
+                        "costs fewer bytes (default: not rounded)")
+
+
+def _auto(key: str) -> str:
+    v = AUTO_ALLOCATION.get(key)
+    return "0" if v is None else f"{v:g}"
+
+
+def roi_allocation(args: argparse.Namespace) -> dict:
+    """The allocation options the user gave (:func:`add_roi_arguments`), for semlib.codec.encode_image;
+    the ones not given are left out, so that ``--roi auto`` fills them with its defaults."""
+    out = {}
+    top = getattr(args, "roi_top", None)
+    if top is not None:
+        if not (math.isfinite(top) and 0 <= top <= 1):
+            raise SemlibError(f"--roi-top must be a fraction in [0, 1], got {top:g}")
+        out["top"] = None if top == 0 else top
+    boost = getattr(args, "roi_boost", None)
+    if boost is not None:
+        if not (math.isfinite(boost) and boost >= 1):
+            raise SemlibError(f"--roi-boost must be a finite number >= 1, got {boost:g}")
+        out["boost"] = boost
+    steps = getattr(args, "roi_steps", None)
+    if steps is not None:
+        if not 2 <= steps <= 256:
+            raise SemlibError(f"--roi-steps must be a number of levels in 2..256, got {steps}")
+        out["steps"] = steps
+    return out

@@ -81,7 +81,7 @@ class Result:
 
 def encode_many(paths, out_dir=None, *, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0,
                 refine: int = 0, model=None, checkpoint=None, workers: int | None = None, threads: int = 1,
-                force: bool = False, progress: bool = False):
+                force: bool = False, progress: bool = False, allocation: dict | None = None):
     """Compress images (files, or folders searched recursively) into ``.semc`` files under
     ``out_dir``, yielding a :class:`Result` per file as it finishes. Without ``out_dir``
     nothing is written and each result holds its file in ``data``.
@@ -89,14 +89,15 @@ def encode_many(paths, out_dir=None, *, gamma=None, target_bpp=None, importance=
     The options are those of :func:`semlib.codec.encode_image`; ``importance`` is None or
     'auto' (a mask fits only one image). ``workers``: processes (default
     :func:`default_workers`); ``threads``: torch threads of each; ``force``: replace outputs
-    that exist (else they are skipped); ``progress``: a tqdm bar with the mean bpp."""
+    that exist (else they are skipped); ``progress``: a tqdm bar with the mean bpp;
+    ``allocation``: options of :func:`semlib.allocation.allocate` for the ROI (``top``, ``boost``, ...)."""
     from semlib import codec
 
     if gamma is not None:
         gamma = codec.check_gamma(gamma)        # once, here; the model's trained range: per file
     kappa = codec.check_kappa(kappa)
     options = dict(gamma=gamma, target_bpp=target_bpp, importance=importance, kappa=kappa, refine=refine,
-                   model=model, checkpoint=checkpoint)
+                   model=model, checkpoint=checkpoint, allocation=dict(allocation or {}))
     pairs = plan(paths, out_dir, SEMC, _images)
     return _run("encode", pairs, options, workers, threads, force, progress)
 
@@ -347,12 +348,13 @@ def _code(kind: str, src: str, options: dict) -> dict:
     return out
 
 
-def _encode_file(src, gamma, target_bpp, importance, kappa, refine, model, checkpoint) -> dict:
+def _encode_file(src, gamma, target_bpp, importance, kappa, refine, model, checkpoint, allocation=None) -> dict:
     from semlib import codec, data
 
     img = data.load_image(src)
     enc = codec.encode_image(img, gamma=gamma, target_bpp=target_bpp, importance=importance, kappa=kappa,
-                             refine=refine, model=model, checkpoint=checkpoint, reconstruct=False)
+                             refine=refine, model=model, checkpoint=checkpoint, reconstruct=False,
+                             **(allocation or {}))
     return {"data": enc.data, "bpp": enc.bpp, "gamma": enc.gamma, "met_target": enc.met_target,
             "width": img.shape[1], "height": img.shape[0]}
 

@@ -138,3 +138,54 @@ def __getattr__(name):
         return getattr(benchmarks, name)
     except AttributeError:
         raise AttributeError(f"module 'semlib.bench' has no attribute {name!r}") from None
+
+
+# --------------------------------------------------------------------------- GPU time estimates
+
+# Measured: the `small` model trained at 2.8e5 training pixels per second on one core of the
+# project's AMD EPYC VM (bf16 autocast, channels-last, 8 x 128^2 crops; BENCHMARKS.md,
+# "Training speed of the campaign", median of 8,783 steps of campaign run 7).
+CPU_TRAIN_PIXELS_PER_S = 2.8e5
+# Published dense tensor-core peaks, FLOP/s (NVIDIA datasheets): T4 65 TFLOPS FP16 (mixed
+# precision), A100 312 TFLOPS BF16/FP16. Claims of the vendor, not measurements of semlib.
+GPU_PEAK_FLOPS = {"T4": 65e12, "A100": 312e12}
+
+
+def training_flops_per_pixel(config: str = "small", crop: int = 128) -> float:
+    """FLOPs of one training step (forward, loss, backward) per training pixel of
+    ``config``, counted by :class:`torch.utils.flop_counter.FlopCounterMode` on one crop
+    (convolutions and matrix products; element-wise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from semlib.train import rate_distortion_loss
+
+    model = build_model(config).train()
+    x = torch.rand(1, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+    gamma = torch.tensor([256.0])
+    with FlopCounterMode(display=False) as counter:
+        rate_distortion_loss(model(x, gamma), x, gamma)["loss"].backward()
+    return counter.get_total_flops() / (crop * crop)
+
+
+def gpu_training_estimates(steps: int, batch: int, crop: int, config: str = "small",
+                           utilisation=(0.05, 0.3), cpu_pixels_per_s: float = CPU_TRAIN_PIXELS_PER_S) -> list[dict]:
+    """Estimated hours of a training run of ``steps`` x ``batch`` crops of ``crop``^2 pixels:
+    on the measured CPU (``cpu_pixels_per_s``, for ``small``), and on each GPU of
+    :data:`GPU_PEAK_FLOPS` at the given fractions of its datasheet peak (an assumption, stated
+    as such: small convolutional networks with depthwise layers seldom reach a third of it;
+    this one reaches about 48 GFLOP/s on one CPU core). The GPU figures count
+    arithmetic only, not data loading or kernel launches, so they are lower bounds on time;
+    measure the real s/step with a short run. Rows: {"device", "hours": (lo, hi), "basis"}."""
+    flops = training_flops_per_pixel(config, min(crop, 128))
+    pixels = float(steps) * batch * crop * crop
+    cpu_flops = flops * cpu_pixels_per_s
+    rows = []
+    if config == "small":                   # the measured rate is of this configuration
+        rows.append({"device": "CPU, one core (measured rate)", "hours": (pixels / cpu_pixels_per_s / 3600,) * 2,
+                     "basis": f"{cpu_pixels_per_s:.1e} px/s measured (BENCHMARKS.md), i.e. {cpu_flops / 1e9:.0f} "
+                              f"GFLOP/s at {flops / 1e3:.0f} kFLOP per training pixel"})
+    for name, peak in GPU_PEAK_FLOPS.items():
+        hi_u, lo_u = max(utilisation), min(utilisation)
+        rows.append({"device": name, "hours": (pixels * flops / (peak * hi_u) / 3600, pixels * flops / (peak * lo_u) / 3600),
+                     "basis": f"{peak / 1e12:.0f} TFLOP/s datasheet peak x {lo_u:.0%}-{hi_u:.0%} utilisation (assumed)"})
+    return rows

@@ -2,7 +2,7 @@
 
     semlib importance IMAGE -o MAP.png
     semlib metrics REF REC [--importance MAP.png] [--json]
-    semlib compress IMAGE OUT.semc (--gamma G | --bpp B) [--roi auto|none|MASK.png] [--kappa K] [--refine N] [--checkpoint CKPT]
+    semlib compress IMAGE OUT.semc (--gamma G | --bpp B) [--roi auto|none|MASK.png] [--kappa K] [--roi-top P] [--roi-boost F] [--refine N] [--tile N] [--checkpoint CKPT]
     semlib compress IMAGE|FOLDER ... -o OUTDIR (--gamma G | --bpp B) [--roi auto|none] [--workers N] [--force]
     semlib decompress IN.semc OUT.png [--checkpoint CKPT]
     semlib decompress FILE|FOLDER ... -o OUTDIR [--format png|tiff|webp-lossless] [--workers N] [--force]
@@ -10,7 +10,7 @@
     semlib train --config tiny|small|paper --data DIR --steps N --out CKPT [--resume] [--beta B] [--fixed-gamma G]
     semlib eval --codec NAME --data DIR -o RESULTS.json
     semlib bench
-    semlib demo [IMAGE] [--bpp B] [--kappa K] [--checkpoint CKPT] [-o FIGURE.png]
+    semlib demo [IMAGE] [--bpp B] [--kappa K] [--roi-top P] [--roi-boost F] [--checkpoint CKPT] [-o FIGURE.png]
     semlib data list | download NAME [--to DIR] | verify NAME [--in DIR]
 
 Bad input of any kind ends with a non-zero exit status and one line on stderr (argparse's
@@ -27,6 +27,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from semlib import allocation as allocation_options  # numpy only: the ROI options
 from semlib.errors import SemlibError
 
 # Nothing heavy is imported here (semlib.batch, torch: in the commands), so that Ctrl-C
@@ -237,14 +238,18 @@ def _batch_options(args) -> dict:
 
 def cmd_compress(args) -> int:
     from semlib import batch, codec, data
+    from semlib.allocation import roi_allocation
 
     roi = None if args.roi in (None, "none") else args.roi
+    alloc = roi_allocation(args)
     if args.output_dir is not None:
         if roi not in (None, "auto"):
             raise CliError("--roi MASK fits one image; with -o OUTDIR use --roi auto or none")
+        if args.tile is not None or args.tile_overlap is not None:
+            raise CliError("--tile and --tile-overlap set one image's tiling; with -o OUTDIR the default tiling applies")
         results = batch.encode_many([_image_path(p) for p in args.paths], args.output_dir, gamma=args.gamma,
                                     target_bpp=args.bpp, importance=roi, kappa=args.kappa, refine=args.refine,
-                                    checkpoint=args.checkpoint, **_batch_options(args))
+                                    checkpoint=args.checkpoint, allocation=alloc, **_batch_options(args))
         return _run_batch(args, results, dict(gamma=args.gamma, target_bpp=args.bpp, roi=args.roi, kappa=args.kappa,
                                               refine=args.refine, checkpoint=args.checkpoint, threads=args.threads))
     from semlib.data import IMAGE_EXTENSIONS
@@ -255,7 +260,7 @@ def cmd_compress(args) -> int:
         raise CliError(f"--roi: {roi} is neither 'auto', 'none' nor an existing mask file")
     enc = codec.encode_image(img, gamma=args.gamma, target_bpp=args.bpp, importance=roi,
                              kappa=args.kappa, checkpoint=args.checkpoint, refine=args.refine,
-                             reconstruct=False)
+                             reconstruct=False, tile=args.tile, tile_overlap=args.tile_overlap, **alloc)
     _place(enc.data, out, args.force)
     msg = f"wrote {out}: {len(enc.data)} bytes, {enc.bpp:.4f} bpp, gamma {enc.gamma:.2f}"
     if enc.gamma_map is not None:
@@ -295,6 +300,8 @@ def cmd_info(args) -> int:
     print(f"image      {d['height']} x {d['width']} (height x width)")
     print(f"size       {d['bytes']} bytes, {d['bpp']:.4f} bpp")
     print(f"model      {d['config']} (checkpoint fingerprint {d['fingerprint']})")
+    if "tile" in d:
+        print(f"tiles      {d['tiles'][0]} x {d['tiles'][1]} of {d['tile']} pixels, overlapping by {d['overlap']}")
     if d["roi"]:
         print(f"gamma      {d['gamma']:.3f} with a block map of {d['blocks'][0]} x {d['blocks'][1]}, "
               f"kappa {d['kappa']:.3f}: {d['gamma_min']:.2f} .. {d['gamma_max']:.2f}")
@@ -328,8 +335,10 @@ def cmd_demo(args) -> int:
     image = _image_path(args.image)
     if Path(args.output).resolve() == Path(image).resolve():
         raise CliError(f"-o {args.output} would overwrite the input image")
+    from semlib.allocation import roi_allocation
+
     demo.run_demo(image, bpp=args.bpp, kappa=args.kappa, checkpoint=args.checkpoint,
-                  out=args.output, progress=True)
+                  out=args.output, progress=True, allocation=roi_allocation(args))
     return 0
 
 
@@ -444,9 +453,15 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     s.add_argument("--roi", default="none", help="'auto' (Grad-CAM map), 'none' (uniform, default) or a mask PNG (bright = important; one image only)")
     s.add_argument("--kappa", type=float, default=1.0,
                    help="strength of the ROI, >= 0: 0 = uniform, 1 = gamma proportional to the level (default 1)")
+    allocation_options.add_roi_arguments(s)
     s.add_argument("--refine", type=int, default=0, metavar="N",
                    help="N steps of encoder-side refinement of the latents for R + gamma*D (slower; same decoder; "
                         "default 0). The file is never worse by that measure than without it")
+    s.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="code the image in N x N pixel tiles (a multiple of 64), in bounded memory, as a version-3 "
+                        "file; 0 = never tile (default: tile images of more than 4 Mpx, in 2048-pixel tiles)")
+    s.add_argument("--tile-overlap", type=int, default=None, metavar="O",
+                   help="pixels shared by neighbouring tiles, blended (a multiple of 8, at most N/2; default 16)")
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
     s.add_argument("--force", action="store_true", help="overwrite outputs that exist")
     _add_batch_arguments(s)
@@ -500,6 +515,7 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     s.add_argument("--bpp", type=float, default=1.0, help="target bits per pixel for all three codecs (default 1.0)")
     s.add_argument("--kappa", type=float, default=1.0,
                    help="strength of the ROI: 0 = uniform, 1 = gamma proportional to the block level (default 1)")
+    allocation_options.add_roi_arguments(s)
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
     s.add_argument("-o", "--output", default="demo.png", metavar="NAME.png", help="the figure, a PNG (default demo.png)")
     s.set_defaults(func=cmd_demo)

@@ -3,6 +3,9 @@
 The layout, the level map, packing and parsing are in :mod:`semlib.semc` (no torch there);
 this module codes images with a model: :func:`encode_image` (at a gamma, or at a target
 bpp through :mod:`semlib.rate_control`), :func:`encode`, :func:`decode`, :func:`info`.
+
+Version 3 holds an image of more than 4 Mpx in overlapping tiles, each coded as above (its
+layout and the blending: :mod:`semlib.tiling`); smaller images are still written as version 2.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from semlib import data as sdata
+from semlib import tiling
 from semlib.errors import FormatError, SemlibError
 from semlib.allocation import BLOCK, GAMMA_RANGE
 from semlib.entropy import CODING_THREADS
@@ -27,6 +31,7 @@ from semlib.semc import (FLAG_MAP, MAGIC, MAX_LATENTS, MAX_SIDE, VERSION, VERSIO
 
 MAX_PIXELS = sdata.MAX_PIXELS
 MAX_REFINE = 10_000                     # refinement steps: more is a typo, not a wish
+DEFAULT_KAPPA = 1.0                     # ROI strength of encode_image: gamma_i = gamma * (T_i / M) ** kappa
 
 
 @dataclass
@@ -146,11 +151,15 @@ def roi_levels(image: np.ndarray, importance, kappa: float, **alloc) -> LevelMap
         from semlib import importance as imp
 
         g = imp.importance_map(image)
+        alloc = {**allocation.AUTO_ALLOCATION, **alloc}   # the default allocation of --roi auto
     else:
         from semlib import importance as imp
 
         g = imp.importance_map(image, mask=importance)
-    result = allocation.allocate(g, 1.0, kappa=1.0, **alloc)
+    try:
+        result = allocation.allocate(g, 1.0, kappa=1.0, **alloc)
+    except ValueError as e:
+        raise SemlibError(f"ROI allocation: {e}") from None
     return LevelMap.from_ratios(np.asarray(result.T, np.float64) / float(result.mean_level), kappa)
 
 
@@ -196,15 +205,20 @@ def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=Tr
 
 
 # Long: the checks of every argument (each a one-line error), then one encoding or the search of rate_control.
-def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0,
+def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = DEFAULT_KAPPA,
                  model=None, checkpoint=None, tolerance: float = 0.01,
                  gamma_range=None, max_iter: int = 20, reconstruct: bool = True, refine: int = 0,
-                 refine_lr: float | None = None, refine_first: int = 0, **alloc) -> Encoded:
+                 refine_lr: float | None = None, refine_first: int = 0, tile=None, tile_overlap=None,
+                 **alloc) -> Encoded:
     """Compress ``image`` at a given ``gamma`` or at a ``target_bpp`` (rate control).
 
     ``importance``: None (uniform gamma), ``'auto'`` (Grad-CAM map of the image, docs/METHOD.md §1),
     or a mask/map (array or path) painted by the user; it sets the block levels T_i / M
-    (docs/METHOD.md §2), and each block codes at ``gamma * (T_i / M) ** kappa``.
+    (docs/METHOD.md §2), and each block codes at ``gamma * (T_i / M) ** kappa``. ``**alloc``:
+    options of :func:`semlib.allocation.allocate` (``top``, ``boost``, ``steps``, ``smooth``,
+    ``level_range``); with ``'auto'`` the missing ones come from
+    :data:`semlib.allocation.AUTO_ALLOCATION` (``top=None`` for the paper's map). The file holds
+    the block levels, so the decoder needs none of them.
 
     Rate control (:func:`semlib.rate_control.search_log_gamma`), with the level map held: it
     encodes at the two ends of ``gamma_range`` (default: the model's trained range,
@@ -223,6 +237,12 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     ``refine_lr``: its Adam step size (default :data:`semlib.refine.DEFAULT_LR`);
     ``refine_first``: the first latent block it changes (0 = all); the report of the refinement
     is in the result's ``refinement``.
+
+    ``tile``: images of more than :data:`semlib.tiling.THRESHOLD` pixels are coded in tiles of
+    :data:`semlib.tiling.TILE` pixels overlapping by ``tile_overlap`` (default
+    :data:`semlib.tiling.OVERLAP`), in bounded memory, into a version-3 file (:mod:`semlib.tiling`);
+    ``tile=N`` tiles any image that does not fit in one N-pixel tile, ``tile=0`` never tiles.
+    Rate control and ROI act on the whole image: one gamma, one block map.
     """
     if (gamma is None) == (target_bpp is None):
         raise SemlibError("give exactly one of gamma= or target_bpp=")
@@ -258,14 +278,22 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
         gamma_range = trained
     else:
         gamma_range = _check_gamma_range(gamma_range, trained)
-    levels = roi_levels(img, importance, kappa, **alloc)
-    x = _pad(sdata.to_tensor(img).to(next(model.parameters()).device))
+    grid = tiling.plan(height, width, tile, tile_overlap)
+    if grid is not None and height * width > tiling.THRESHOLD:
+        levels = tiling.roi_levels(img, importance, kappa, **alloc)   # bounded memory
+    else:
+        levels = roi_levels(img, importance, kappa, **alloc)
+    x = _pad(sdata.to_tensor(img).to(next(model.parameters()).device)) if grid is None else None
 
     report = None
 
     def run(g, recon=False, steps=0):
         nonlocal report
         g32 = float(np.float32(g))
+        if grid is not None:
+            data, x_hat, report = tiling.encode_tiles(model, fp, img, grid, g32, levels, reconstruct=recon,
+                                                      refine=steps, refine_lr=refine_lr, refine_first=refine_first)
+            return g32, data, x_hat
         data, x_hat, report = _encode_at(model, fp, x, height, width, g32, levels, reconstruct=recon,
                                          refine=steps, refine_lr=refine_lr, refine_first=refine_first)
         return g32, data, x_hat
@@ -297,11 +325,11 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
 
 def _result(g, data, x_hat, levels, height, width, gamma_range) -> Encoded:
     return Encoded(data=data, gamma=g, bpp=8 * len(data) / (height * width),
-                   x_hat=None if x_hat is None else sdata.to_uint8(x_hat),
+                   x_hat=x_hat if x_hat is None or isinstance(x_hat, np.ndarray) else sdata.to_uint8(x_hat),
                    gamma_map=None if levels is None else levels.model_gamma_map(g, gamma_range))
 
 
-def encode(image, gamma=None, target_bpp=None, importance=None, kappa: float = 1.0, **kwargs) -> bytes:
+def encode(image, gamma=None, target_bpp=None, importance=None, kappa: float = DEFAULT_KAPPA, **kwargs) -> bytes:
     """``image`` -> the bytes of a ``.semc`` file. See :func:`encode_image` for the options."""
     kwargs.setdefault("reconstruct", False)
     return encode_image(image, gamma=gamma, target_bpp=target_bpp, importance=importance,
@@ -312,7 +340,10 @@ def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
     """The bytes of a ``.semc`` file -> RGB ``uint8`` H x W x 3.
 
     Raises :class:`semlib.FormatError` for a truncated, corrupted or foreign file, or one
-    made with another checkpoint; nothing reaches the rANS decoder unchecked."""
+    made with another checkpoint; nothing reaches the rANS decoder unchecked. A tiled file
+    (version 3) is decoded tile by tile (:func:`semlib.tiling.decode`)."""
+    if tiling.is_tiled(data):
+        return tiling.decode(data, model, checkpoint)
     header = parse(data)
     model, fp = get_model(model, checkpoint)
     if header.config != model.config.name:

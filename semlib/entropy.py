@@ -51,6 +51,17 @@ FRAGILE_LOG2 = 16       # default delta = 2**-FRAGILE_LOG2 in log sigma (see the
 _LOG_BOUNDS = torch.log(SCALE_TABLE[:-1].float().double())
 
 
+def build_indexes(conditional, scales: torch.Tensor) -> torch.Tensor:
+    """The table index of every sigma, exactly as compressai's
+    ``GaussianConditional.build_indexes`` computes it (the lower bound applied, then
+    ``#{j < 63 : sigma > table[j]}``, NaN giving the last index), in one binary search
+    instead of 63 passes over the tensor (tests/test_speed_exact.py checks that the two agree)."""
+    scales = conditional.lower_bound_scale(scales)
+    table = conditional.scale_table[:-1].to(device=scales.device, dtype=scales.dtype)
+    indexes = torch.searchsorted(table, scales.contiguous(), right=False).int()
+    return torch.where(torch.isnan(scales), torch.full_like(indexes, len(table)), indexes)
+
+
 # --------------------------------------------------------------------------- fragile symbols
 
 

@@ -21,7 +21,9 @@ points are values of γ (docs/METHOD.md §5).
 Averages over the images (the mean of the per-image values, as CompressAI reports
 them) go under ``results``; the per-image values under ``per_image``. The file is
 CompressAI's results shape plus that key, with ``meta`` saying what ran, on what,
-when and how.
+when and how; for the learned codec, ``meta.model_fingerprint`` is the fingerprint of the
+weights measured (:func:`semlib.models.fingerprint`, hex), so that a results file can be
+checked against a checkpoint (:func:`semlib.tables.fingerprint_check`).
 
 Importance maps are computed once per image and cached on disk, in
 ``results/cache/importance/`` of the repository by default, as float32 ``.npy`` files
@@ -50,6 +52,7 @@ import numpy as np
 from semlib import metrics
 from semlib.baselines import CODECS, Codec, encode_at_bpp, get_codec
 from semlib.data import REPO_ROOT, find_dataset, list_images, load_image
+from semlib.allocation import add_roi_arguments, roi_allocation  # noqa: F401 (the ROI options, torch-free for the CLI)
 from semlib.errors import SemlibError
 
 RESULTS_ROOT = REPO_ROOT / "results"
@@ -79,26 +82,31 @@ def sweep_gammas(lo: float, hi: float) -> tuple[float, ...]:
     return tuple([float(lo)] + inner + ([float(hi)] if hi > lo else []))
 
 
-def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: float = 1.0) -> Codec:
+def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: float = 1.0,
+                  allocation: dict | None = None) -> Codec:
     """The project's codec (:mod:`semlib.codec`) as a :class:`~semlib.baselines.Codec`.
 
     Its knob is γ (docs/METHOD.md §5: higher γ, higher quality and rate); ``gammas`` are the
     sweep's operating points (default: the powers of two over the model's trained range,
     :func:`sweep_gammas`; 32 ... 2048 for a model trained on the paper's range). ``roi="auto"`` codes each 8 x 8 block at
     γ·(T_i / M̄)^κ from the Grad-CAM levels (docs/METHOD.md §2), inside the encoder (its time
-    counts as encoding time). ``checkpoint=None``: the checkpoint shipped with semlib.
+    counts as encoding time); ``allocation``: options of :func:`semlib.allocation.allocate` (default:
+    :data:`semlib.allocation.AUTO_ALLOCATION`). ``checkpoint=None``: the checkpoint shipped with semlib.
     """
     from semlib import codec as scodec
 
     extra = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
-    lo, hi = scodec.trained_range(scodec.get_model(**extra)[0])
+    model, fp = scodec.get_model(**extra)
+    lo, hi = scodec.trained_range(model)
     if gammas is None:
         gammas = sweep_gammas(lo, hi)
     importance = None if roi in (None, "none") else roi
+    alloc = dict(allocation or {})
     where = "shipped checkpoint" if checkpoint is None else f"checkpoint {Path(str(checkpoint)).name}"
+    where += f", model fingerprint {fp.hex()}"    # results files record which weights they measured
 
     def enc(a: np.ndarray, g: float) -> bytes:
-        return scodec.encode(a, gamma=g, importance=importance, kappa=kappa, **extra)
+        return scodec.encode(a, gamma=g, importance=importance, kappa=kappa, **extra, **alloc)
 
     def dec(b: bytes) -> np.ndarray:
         return scodec.decode(b, **extra)
@@ -111,13 +119,24 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
         return f"semlib {semlib.__version__} ({where}), torch {torch.__version__}"
 
     name = "semlib" if checkpoint is None else f"semlib-{Path(str(checkpoint)).stem}"
+    how = ""
     if importance is not None:
-        name += f"-roi-k{kappa:g}"
-    return Codec(
-        name, f"semlib hierarchical VAE, γ-conditioned ({where}; roi={roi or 'none'}, κ={kappa:g})",
+        from semlib.allocation import AUTO_ALLOCATION
+
+        full = {**AUTO_ALLOCATION, **alloc} if importance == "auto" else alloc
+        paper = full.get("top") is None
+        how = ", ".join((["paper's map"] if paper else []) + [
+            f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in full.items()
+            if not (paper and k in ("top", "boost"))])
+        name += f"-roi-k{kappa:g}" + ("" if full.get("top") is None else f"-top{full['top']:g}-b{full.get('boost', 3.0):g}")
+    codec = Codec(
+        name, f"semlib hierarchical VAE, γ-conditioned ({where}; roi={roi or 'none'}, κ={kappa:g}"
+              f"{'; ' + how if how else ''})",
         "gamma", (float(lo), float(hi)), False, True, tuple(float(g) for g in gammas),
         enc, dec, version,
     )
+    codec.model_fingerprint = fp.hex()   # written into meta.model_fingerprint by evaluate_codec
+    return codec
 
 
 def resolve_codec(name_or_path: str, **learned) -> Codec:
@@ -372,6 +391,8 @@ def _meta(codec, images, items, by_rate, tol, dataset, importance, command, star
     return {
         "codec": codec.name,
         "codec_version": codec.version() if hasattr(codec, "version") else "unknown",
+        # semlib.models.fingerprint of the learned codec's weights (hex); None for classical codecs
+        "model_fingerprint": getattr(codec, "model_fingerprint", None),
         "quality_name": getattr(codec, "quality_name", "quality"),
         "mode": "target_bpp" if by_rate else "quality",
         "tolerance_bpp": tol if by_rate else None,
@@ -619,6 +640,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--roi", choices=("none", "auto"), default="none", help="learned codec only: block-wise gamma from Grad-CAM")
     p.add_argument("--kappa", type=float, default=1.0, help="learned codec only: strength of --roi auto")
+    add_roi_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the classical codecs and whether they run here")
     return p
@@ -641,7 +663,7 @@ def run_eval(args: argparse.Namespace) -> int:
             return 0
         if not args.codec:
             raise SemlibError("--codec is required (see --list)")
-        codec = resolve_codec(args.codec, roi=args.roi, kappa=args.kappa)
+        codec = resolve_codec(args.codec, roi=args.roi, kappa=args.kappa, allocation=roi_allocation(args))
         folder = Path(args.data)
         if not folder.is_dir():
             folder = find_dataset(args.data)
@@ -679,3 +701,41 @@ def main_eval(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # python -m semlib.evaluate --codec jpeg --data kodak
     sys.exit(main_eval())
+
+
+def gamma_sweep(model, images, gammas) -> np.ndarray:
+    """One model at each of ``gammas`` (uniform, no ROI) on ``images`` (uint8 arrays): rows of
+    (gamma, mean bpp from the real file sizes, mean PSNR in dB), the file decoded by
+    :func:`semlib.codec.decode`."""
+    from semlib import codec, metrics
+
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise SemlibError("no images to sweep")
+    rows = []
+    for g in gammas:
+        bpps, psnrs = [], []
+        for image in images:
+            data = codec.encode(image, gamma=g, model=model)
+            bpps.append(8 * len(data) / (image.shape[0] * image.shape[1]))
+            psnrs.append(metrics.psnr(image, codec.decode(data, model=model)))
+        rows.append((float(g), float(np.mean(bpps)), float(np.mean(psnrs))))
+    return np.array(rows)
+
+
+def quality_sweep(codec_name: str, images, qualities) -> np.ndarray:
+    """A classical codec (:func:`semlib.baselines.get_codec`) at each of ``qualities``: rows of
+    (quality, mean bpp, mean PSNR in dB) over ``images``."""
+    from semlib import metrics
+    from semlib.baselines import get_codec
+
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise SemlibError("no images to sweep")
+    c = get_codec(codec_name)
+    rows = []
+    for q in qualities:
+        coded = [c.encode(im, q) for im in images]
+        rows.append((float(q), float(np.mean([8 * len(d) / (im.shape[0] * im.shape[1]) for d, im in zip(coded, images)])),
+                     float(np.mean([metrics.psnr(im, c.decode(d)) for d, im in zip(coded, images)]))))
+    return np.array(rows)

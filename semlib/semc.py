@@ -35,6 +35,9 @@ File format, version 2 (all integers little-endian)::
     .       ...   the k strings (rANS, one per latent block of the model, coarse to fine)
     end-4   4     CRC32 of every byte before it
 
+Version 3 holds an image of more than 4 Mpx in overlapping tiles, each coded as above (its
+layout and the blending: :mod:`semlib.tiling`); smaller images are still written as version 2.
+
 Everything the decoder needs is in the file, and every byte of it counts in bpp.
 **Portability.** The decoder recomputes the priors in float32, and on another x86-64
 instruction set, another thread count or another build of the math libraries they come out
@@ -66,7 +69,7 @@ from semlib.errors import FormatError, SemlibError
 
 MAGIC = b"SEMC"
 VERSION = 2
-VERSIONS = (1, 2)                       # the versions this semlib reads
+VERSIONS = (1, 2, 3)                    # the versions this semlib reads (3: tiled, semlib.tiling)
 FLAG_MAP = 1
 MAX_SIDE = 1 << 16                      # refuse forged sizes before allocating anything
 MAX_PIXELS = _DATA_MAX_PIXELS
@@ -229,6 +232,10 @@ def parse(data: bytes) -> Header:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected the file's bytes, got {type(data).__name__}")
     data = bytes(data)
+    if _is_tiled(data):                                  # version 3: a large image in tiles
+        from semlib import tiling                        # (torch: only for a tiled file)
+
+        return tiling.parse(data)
     if len(data) < len(MAGIC) or data[:4] != MAGIC:
         raise FormatError("not a .semc file (wrong magic bytes)")
     if len(data) < 4 + 2 + 8 + 1 + 8 + 4 + 1 + 4:
@@ -301,8 +308,19 @@ def _parse_sides(raw: bytes, k: int) -> list:
 
 
 
+def _is_tiled(data) -> bool:
+    """Whether ``data`` claims to be a tiled (version-3) file (:func:`semlib.tiling.is_tiled`)."""
+    return isinstance(data, (bytes, bytearray, memoryview)) and len(data) > 4 and bytes(data[:4]) == MAGIC \
+        and data[4] == 3
+
+
 def info(data: bytes) -> dict:
-    """What a file holds, without decoding it: size, gamma description, bpp, bytes per latent."""
+    """What a file holds, without decoding it: size, gamma description, bpp, bytes per latent
+    (summed over the tiles of a tiled file, which also gives its tiling)."""
+    if _is_tiled(data):
+        from semlib import tiling
+
+        return tiling.info(data)
     h = parse(data)
     d = {"height": h.height, "width": h.width, "config": h.config, "fingerprint": h.fingerprint.hex(),
          "bytes": h.size, "bpp": 8 * h.size / (h.height * h.width), "gamma": h.gamma,

@@ -177,6 +177,7 @@ class TrainingSet:
             raise SemlibError(f"importance must be 'gradcam' or 'uniform', got {importance!r}")
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.crop, self.images, self.maps, self.names = crop, [], [], []
+        refused = test_set_sums()
         for path in tqdm(paths, desc="images + importance maps", disable=not progress, leave=False):
             try:
                 with warnings.catch_warnings():
@@ -185,7 +186,12 @@ class TrainingSet:
             except ImageError as e:
                 warnings.warn(f"skipping {e}", stacklevel=2)
                 continue
-            m = cached_importance(image, data.sha256_file(path)[:32], cache_dir, importance)
+            digest = data.sha256_file(path)
+            if digest in refused:
+                raise SemlibError(f"{path} is a Kodak test image (its SHA-256 is pinned in semlib/sums/kodak.txt): "
+                                  f"semlib does not train on its test set; train on other photos "
+                                  f"(semlib data download train)")
+            m = cached_importance(image, digest[:32], cache_dir, importance)
             image, m = _at_least(image, m, crop)
             self.images.append(image)
             self.maps.append(m)
@@ -949,3 +955,64 @@ def main_train(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main_train())
+
+
+# =========================================================================== the data of a training run
+
+
+def test_set_sums(names=("kodak",)) -> frozenset:
+    """The SHA-256 of every file of the test sets ``names`` (pinned in semlib/sums/NAME.txt):
+    :class:`TrainingSet` refuses a folder holding any of them."""
+    sums = set()
+    for name in names:
+        path = data.SUMS_DIR / f"{name}.txt"
+        if path.is_file():
+            sums.update(line.split()[0] for line in path.read_text().splitlines() if line.strip())
+    return frozenset(sums)
+
+
+def training_photos(name: str = "train/bsds500/train", fallback=None) -> tuple[Path, str]:
+    """(folder, where it came from) of photos to train on, never a test set: the data set
+    ``name`` (found or downloaded by :func:`semlib.data.find_dataset`), else, when that fails
+    (offline, say) and ``fallback`` is a folder, a few photos shipped with scikit-image written
+    there as PNG (none of them is a Kodak image). Without a fallback the failure is raised as a
+    one-line :class:`SemlibError`."""
+    try:
+        return data.find_dataset(name), f"the data set {name}"
+    except (FileNotFoundError, SemlibError) as e:
+        if fallback is None:
+            raise SemlibError(f"no training photos: {e}") from None
+        reason = str(e).splitlines()[0]
+    import skimage.data
+
+    folder = Path(fallback)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for photo in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "cat", "colorwheel"):
+        try:
+            image = getattr(skimage.data, photo)()
+        except Exception:           # an image scikit-image would have to download: skip it
+            continue
+        if image.ndim == 3 and image.shape[2] == 3:
+            Image.fromarray(image).save(folder / f"{photo}.png")
+            written += 1
+    if not written:
+        raise SemlibError(f"no training photos: {reason}; and none of scikit-image's photos could be read")
+    return folder, f"{written} photos of scikit-image (the data set {name} is unavailable: {reason})"
+
+
+def beta_ratios(images, importances, qualities=(10, 30, 50, 75, 90), codec: str = "jpeg444") -> np.ndarray:
+    """For each image and JPEG quality: (PSNR in dB, MSE[-1, 1] / (1 - SI-SSIM)), the ratio of
+    the loss's pixel term to its structural term without their weights (notebook 05 chooses
+    ``beta`` from it). ``importances``: the images' maps, for SI-SSIM. Returns an array N x 2."""
+    from semlib.baselines import get_codec
+
+    jpeg = get_codec(codec)
+    rows = []
+    for image, g in zip(images, importances, strict=True):
+        x = data.to_tensor(image)
+        for quality in qualities:
+            y = data.to_tensor(jpeg.decode(jpeg.encode(image, quality)))
+            mse_pm1 = float(((x - y) * 2).pow(2).mean())
+            rows.append((metrics.psnr(x, y), mse_pm1 / max(1.0 - float(metrics.si_ssim(x, y, g)), 1e-12)))
+    return np.array(rows, dtype=float).reshape(-1, 2)

@@ -118,3 +118,16 @@ def test_an_item_runs_in_its_own_process_and_memory_failures_are_reported(tmp_pa
            "out_dir": str(tmp_path), "warmup": False, "memory_limit_gib": 0.05}
     res = bench.run_isolated(big, timeout=120)
     assert "error" in res and "memory" in res["error"], res
+
+
+def test_gpu_estimates_scale_with_the_work_and_the_datasheet():
+    flops = bench.training_flops_per_pixel("tiny", 64)
+    assert flops > 1e3
+    rows = bench.gpu_training_estimates(steps=1000, batch=4, crop=64, config="tiny")
+    assert [r["device"] for r in rows] == list(bench.GPU_PEAK_FLOPS)     # no measured CPU rate for tiny
+    t4, a100 = (r["hours"] for r in rows)
+    assert t4[0] < t4[1] and a100[1] == pytest.approx(t4[1] * 65 / 312)
+    assert t4[1] == pytest.approx(1000 * 4 * 64 * 64 * flops / (65e12 * 0.05) / 3600, rel=1e-6)
+    doubled = bench.gpu_training_estimates(steps=2000, batch=4, crop=64, config="tiny")
+    assert doubled[0]["hours"][0] == pytest.approx(2 * t4[0])
+    assert "assumed" in rows[0]["basis"]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from semlib import codec, data, demo, metrics, models
+from semlib.allocation import AUTO_ALLOCATION
 from semlib.cli import main
 from semlib.errors import SemlibError
 
@@ -110,7 +111,8 @@ def test_the_files_decode_to_the_images_that_were_scored(result, tiny_ckpt):
         header = codec.parse(r.path.read_bytes())
         importance = result.importance if header.levels is not None else None
         enc = codec.encode_image(result.image, gamma=header.gamma, importance=importance,
-                                 kappa=result.kappa, checkpoint=tiny_ckpt)
+                                 kappa=result.kappa, checkpoint=tiny_ckpt,
+                                 **(result.allocation if importance is not None else {}))
         assert enc.data == r.path.read_bytes()
         assert np.array_equal(enc.x_hat, r.image)
     assert np.array_equal(np.asarray(Image.open(result.jpeg.path).convert("RGB")), result.jpeg.image)
@@ -125,6 +127,28 @@ def test_the_scores_are_the_metrics_of_the_decoded_images(result):
     gm = result.gamma_map
     assert gm.shape == (12, 16)
     assert gm[40 // 8, 70 // 8] > gm[0, 0]
+
+
+def test_the_roi_file_uses_the_default_two_level_map_and_the_gain_is_stated(result):
+    from semlib.allocation import AUTO_ALLOCATION
+
+    assert result.allocation == AUTO_ALLOCATION
+    ratios = np.unique(np.round(result.gamma_map / result.gamma_map.min(), 2))
+    if AUTO_ALLOCATION.get("top") is not None:
+        assert len(ratios) == 2
+    assert result.top_gain == pytest.approx(result.roi.psnr_top - result.uniform.psnr_top)
+    assert result.whole_cost == pytest.approx(result.uniform.psnr - result.roi.psnr)
+    line = result.verdict()
+    assert f"{result.top_gain:+.2f} dB" in line and f"{-result.whole_cost:+.2f} dB" in line
+    assert line in result.figure._suptitle.get_text()
+
+
+def test_the_paper_map_can_be_asked_for(photo, tiny_ckpt):
+    g = np.linspace(0, 1, 96 * 128, dtype=np.float32).reshape(96, 128)
+    r = demo.run_demo(photo, bpp=0.3, checkpoint=tiny_ckpt, out=None, progress=False, importance=g,
+                      allocation={"top": None})
+    assert r.allocation["top"] is None
+    assert np.unique(r.gamma_map).size > 2          # the paper's map follows every block's level
 
 
 def test_the_figure_and_the_table(result):
@@ -206,3 +230,63 @@ def test_an_unreachable_target_is_said_not_hidden(photo, tiny_ckpt):
     assert any(m.startswith("jpeg: target") for m in messages), messages
     assert not r.roi.met_target and not r.uniform.met_target and not r.jpeg.met_target
     assert r.uniform.bpp < 6.0 and "target not met" in r.table()
+
+
+# --------------------------------------------------------------------------- reading the result
+
+
+def _row(name, bpp, psnr, si, top):
+    return demo.Reconstruction(name=name, path=None, num_bytes=0, bpp=bpp, psnr=psnr, si_ssim=si, psnr_top=top,
+                               image=None, setting="")
+
+
+def test_the_verdict_says_the_gain_and_the_cost_with_their_signs():
+    text = demo.roi_verdict(_row("semlib ROI", 0.75, 32.74, 0.9115, 34.06), _row("semlib uniform", 0.749, 33.70, 0.9093, 33.06))
+    assert "gains +1.00 dB" in text and "-0.96 dB of whole-image PSNR" in text
+    assert "SI-SSIM rises by 0.0022" in text and "0.750 bpp" in text
+    text = demo.roi_verdict(_row("semlib ROI", 1.0, 34.0, 0.9400, 32.8), _row("semlib uniform", 1.0, 34.4, 0.9403, 32.9))
+    assert "does not gain" in text and "-0.10 dB" in text and "about the same" in text
+    text = demo.roi_verdict(_row("semlib ROI", 1.0, 34.5, 0.9300, 33.0), _row("semlib uniform", 1.0, 34.4, 0.9403, 32.9))
+    assert "does not fall" in text and "SI-SSIM falls by 0.0103" in text
+
+
+def test_equal_bpp_rows_pair_the_shared_targets():
+    roi = {"results": {"target_bpp": [0.75, 1.12], "bpp": [0.752, 1.12], "psnr-rgb": [32.7, 34.7], "psnr-roi20": [34.1, 35.3]}}
+    uni = {"results": {"target_bpp": [0.4, 0.75, 2.0], "bpp": [0.41, 0.749, 2.0], "psnr-rgb": [31.0, 33.7, 36.7],
+                       "psnr-roi20": [30.5, 33.1, 36.0]}}
+    rows = demo.equal_bpp_rows(roi, uni)
+    assert [r["target_bpp"] for r in rows] == [0.75]
+    assert rows[0]["bpp"] == (0.752, 0.749)
+    assert rows[0]["psnr-roi20"] == pytest.approx((34.1, 33.1, 1.0))
+    assert rows[0]["psnr-rgb"][2] == pytest.approx(-1.0) and "si-ssim" not in rows[0]
+    with pytest.raises(SemlibError):
+        demo.equal_bpp_rows({"results": {"bpp": [1.0]}}, uni)
+
+
+def test_the_reachable_range_is_reachable(photo, tiny_model):
+    importance = np.linspace(0, 1, photo.shape[0] * photo.shape[1], dtype=np.float32).reshape(photo.shape[:2])
+    lo, hi = demo.reachable_bpp(photo, importance=importance, model=tiny_model)
+    assert 0 < lo < hi
+    for target in (lo * 1.05, (lo + hi) / 2, hi * 0.95):
+        for roi in (None, importance):
+            alloc = {} if roi is None else AUTO_ALLOCATION          # what reachable_bpp's ROI files use
+            assert codec.encode_image(photo, target_bpp=target, importance=roi, model=tiny_model, **alloc).met_target
+    outside = codec.encode_image(photo, target_bpp=lo * 0.5, model=tiny_model)
+    assert not outside.met_target
+
+
+@pytest.mark.parametrize("equal", ["bpp", "gamma"])
+def test_roi_against_uniform_shares_what_it_says(photo, tiny_model, equal):
+    yy, xx = np.mgrid[0:96, 0:128]
+    importance = np.exp(-((yy - 40) ** 2 + (xx - 70) ** 2) / (2 * 20.0**2)).astype(np.float32)
+    pair = demo.roi_against_uniform(photo, importance, gamma=256.0, equal=equal, model=tiny_model)
+    assert pair.roi.name == "semlib ROI" and pair.uniform.name == "semlib uniform" and pair.equal == equal
+    assert pair.roi.matches_encoder and pair.uniform.matches_encoder
+    if equal == "bpp":
+        assert pair.uniform.bpp == pytest.approx(pair.roi.bpp, rel=0.011)
+    else:
+        assert pair.uniform_gamma == pytest.approx(256.0, rel=1e-6)
+    assert pair.gamma_map.shape == (12, 16) and pair.gamma_map[5, 8] > pair.gamma_map[0, 0]
+    assert pair.roi.psnr == pytest.approx(metrics.psnr(photo, pair.roi.image))
+    with pytest.raises(SemlibError):
+        demo.roi_against_uniform(photo, importance, gamma=256.0, equal="size", model=tiny_model)

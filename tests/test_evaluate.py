@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from semlib import evaluate, metrics
+from semlib.errors import SemlibError
 from semlib.baselines import CODECS
 from semlib.data import sample_image
 from semlib.evaluate import (
@@ -254,3 +255,35 @@ def test_the_learned_sweep_covers_the_models_trained_range():
     assert sweep_gammas(32.0, 2048.0) == LEARNED_GAMMAS
     assert sweep_gammas(8.0, 8192.0) == tuple(2.0 ** k for k in range(3, 14))
     assert sweep_gammas(10.0, 100.0) == (10.0, 16.0, 32.0, 64.0, 100.0)
+
+
+def test_the_sweeps_measure_real_files(tiny_model, photo):
+    from semlib import codec as semc
+
+    rows = evaluate.gamma_sweep(tiny_model, [photo], (64.0, 1024.0))
+    assert rows.shape == (2, 3) and list(rows[:, 0]) == [64.0, 1024.0]
+    data64 = semc.encode(photo, gamma=64.0, model=tiny_model)
+    assert rows[0, 1] == pytest.approx(8 * len(data64) / (96 * 128))
+    assert rows[1, 1] > rows[0, 1]                       # the larger gamma spends more bits
+    assert rows[0, 2] == pytest.approx(metrics.psnr(photo, semc.decode(data64, model=tiny_model)))
+    jpeg = evaluate.quality_sweep("jpeg", [photo, photo[:, ::-1].copy()], (10, 90))
+    assert jpeg.shape == (2, 3) and jpeg[1, 1] > jpeg[0, 1] and jpeg[1, 2] > jpeg[0, 2]
+    with pytest.raises(SemlibError):
+        evaluate.gamma_sweep(tiny_model, [], (64.0,))
+
+
+def test_results_of_the_learned_codec_record_the_fingerprint_of_its_weights(tmp_path, tiny_ckpt, photo):
+    from semlib.models import fingerprint, load_model, random_model, save_model
+
+    want = fingerprint(load_model(tiny_ckpt)).hex()
+    r = evaluate_codec(evaluate.resolve_codec(str(tiny_ckpt)), {"p": photo}, qualities=[64], importance="uniform",
+                       progress=False)
+    assert r["meta"]["model_fingerprint"] == want and want in r["meta"]["codec_version"]
+    path = evaluate.save_results(r, tmp_path / "r.json")
+    assert evaluate.load_results(path)["meta"]["model_fingerprint"] == want      # it survives the file
+    save_model(random_model("tiny", 1), tmp_path / "other.pt")
+    other = evaluate.resolve_codec(str(tmp_path / "other.pt"))
+    assert other.model_fingerprint != want                                        # other weights, another fingerprint
+    assert evaluate.learned_codec(str(tiny_ckpt), roi="auto").model_fingerprint == want
+    j = evaluate_codec("jpeg", {"p": photo}, qualities=[50], importance="uniform", progress=False)
+    assert j["meta"]["model_fingerprint"] is None                                  # a classical codec has no weights

@@ -209,3 +209,192 @@ def test_a_fixed_rate_baseline_is_shown_as_its_own_point_not_at_the_tables_rate(
     row = tables.comparison_row(baseline, {}, {}, {}, points={"semlib-baseline": fixed_point(1.203, 34.1, 0.985)})
     assert row["measured here: curve"] == "34.10 dB / 0.9850 at 1.203 bpp (fixed-rate model, its own rate; 24 images)"
     assert row["curve_psnr"] is None and "one rate" in row["measured here: encoded at bpp"]
+
+
+# ---------------------------------------------------------------------------------------
+# Which weights a results file measured
+
+
+def test_fingerprint_check_tells_matching_stale_and_unknown_files_apart():
+    files = {"a.json": {"meta": {"model_fingerprint": "00ff"}}, "b.json": {"meta": {"model_fingerprint": "1234"}},
+             "c.json": {"meta": {"date": "2026-12-01T08:00:00+00:00"}}}
+    rows = tables.fingerprint_check(files, "00FF")
+    assert [r["status"] for r in rows] == ["matches", "differs", tables.FINGERPRINT_UNKNOWN]
+    note = tables.fingerprint_note(rows, "00ff")
+    assert "`a.json`: measured with the model loaded here" in note
+    assert "**Stale**: `b.json`" in note and "`1234`" in note
+    assert "**Model unknown**: `c.json`" in note and "2026-12-01" in note
+    only_ok = tables.fingerprint_note(rows[:1], "00ff")
+    assert "Stale" not in only_ok and "unknown" not in only_ok
+
+
+def test_model_fingerprint_is_that_of_the_checkpoints_weights(tiny_ckpt):
+    from semlib.models import fingerprint, load_model
+
+    assert tables.model_fingerprint(tiny_ckpt) == fingerprint(load_model(tiny_ckpt)).hex()
+
+
+# ---------------------------------------------------------------------------------------
+# ROI coding against uniform gamma at equal rate
+
+
+def target_results(name, targets, per_image):
+    """A target-bpp results dict from per-image values {image: {metric: [value per target]}}."""
+    keys = next(iter(per_image.values())).keys()
+    res = {"target_bpp": list(targets)}
+    res.update({k: [float(np.mean([per_image[n][k][j] for n in per_image])) for j in range(len(targets))] for k in keys})
+    return {"name": name, "meta": {"num_images": len(per_image)}, "results": res, "per_image": per_image}
+
+
+def roi_pair():
+    u = {"a": {"bpp": [0.75, 1.0], "psnr-roi20": [30.0, 32.0], "si-ssim": [0.90, 0.93], "ms-ssim-rgb": [0.97, 0.98],
+               "psnr-rgb": [33.0, 35.0]},
+         "b": {"bpp": [0.75, 1.0], "psnr-roi20": [31.0, 33.0], "si-ssim": [0.91, 0.94], "ms-ssim-rgb": [0.97, 0.98],
+               "psnr-rgb": [34.0, 36.0]}}
+    r = {"a": {"bpp": [0.76], "psnr-roi20": [31.5], "si-ssim": [0.92], "ms-ssim-rgb": [0.96], "psnr-rgb": [32.0]},
+         "b": {"bpp": [0.74], "psnr-roi20": [30.5], "si-ssim": [0.915], "ms-ssim-rgb": [0.975], "psnr-rgb": [33.5]}}
+    return target_results("uniform", [0.75, 1.0], u), target_results("roi", [0.75], r)
+
+
+def test_roi_vs_uniform_compares_at_the_targets_both_hold_image_by_image():
+    uniform, roi = roi_pair()
+    rows = tables.roi_vs_uniform(uniform, roi)
+    assert len(rows) == 1 and rows[0]["target"] == 0.75 and rows[0]["images"] == 2   # 1.0 bpp: no ROI result
+    u, r, d = rows[0]["psnr-roi20"]
+    assert (u, r) == pytest.approx((30.5, 31.0)) and d == pytest.approx(0.5)
+    assert rows[0]["psnr-roi20 wins"] == (1, 2)          # higher on image a, lower on b
+    assert rows[0]["psnr-rgb"][2] == pytest.approx(-0.75) and rows[0]["psnr-rgb wins"] == (0, 2)
+    assert rows[0]["bpp_roi"] == pytest.approx(0.75)
+    table = tables.roi_markdown(rows)
+    assert len(table.splitlines()) == 3 and "30.50 → 31.00 (+0.50; 1/2)" in table
+
+
+def test_roi_summary_says_where_roi_gains_and_where_it_loses():
+    uniform, roi = roi_pair()
+    text = tables.roi_summary(tables.roi_vs_uniform(uniform, roi))
+    gains, loses = text.split(" and loses ")
+    assert "top-20 % PSNR +0.50 dB (higher on 1 of 2 images)" in gains and "SI-SSIM +0.0125" in gains
+    assert "whole-image PSNR -0.75 dB (higher on 0 of 2 images)" in loses and "MS-SSIM -0.0025" in loses
+    assert "same Grad-CAM map" in text
+    assert "no equal-rate comparison" in tables.roi_summary([])
+
+
+def test_learned_results_reads_committed_files_or_measures_all_three(tmp_path, tiny_ckpt, photo):
+    from semlib.evaluate import learned_codec
+
+    files = {"curve": {"meta": {"num_images": 24}}, "encoded": {"x": 1}, "roi": {"y": 2}}
+    got = tables.learned_results(None, None, [], [0.75], [0.75], committed=files)
+    assert got["encoded"] is files["encoded"] and "committed" in got["source"] and "24" in got["source"]
+    plain, roi = learned_codec(str(tiny_ckpt), gammas=(64, 1024)), learned_codec(str(tiny_ckpt), roi="auto",
+                                                                                 allocation={"top": None})
+    lo = float(np.mean(tables.sweep(plain, {"p": photo}, [64])["results"]["bpp"]))
+    got = tables.learned_results(plain, roi, {"p": photo}, [lo * 1.5], [lo * 1.5], committed={**files, "roi": None},
+                                 cache_dir=tmp_path)
+    assert got["curve"]["results"]["quality"] == [64.0, 1024.0]
+    assert got["encoded"]["results"]["target_bpp"] == [lo * 1.5] and got["encoded"]["results"]["si-ssim"][0] is not None
+    assert got["roi"]["meta"]["codec"].endswith("-roi-k1") and "measured now on 1 Kodak image" in got["source"]
+    assert got["roi"]["meta"]["model_fingerprint"] == tables.model_fingerprint(tiny_ckpt)
+
+
+def test_encoded_row_reads_the_target_and_compares_with_the_claim():
+    res = target_results("r", [0.75], {"a": {"bpp": [0.752], "psnr-rgb": [33.0], "ms-ssim-rgb": [0.97]}})
+    claim = tables.claims(2)[-1]
+    row = tables.encoded_row("variant", res, 0.75, "note", claim=claim)
+    assert row["measured here: encoded at bpp"] == "33.00 dB / 0.9700 at 0.752 bpp (1 images)"
+    assert row["what differs"] == f"note; claim − measured here: {claim.psnr - 33.0:+.2f} dB"
+    assert tables.encoded_row("v", res, 1.12, "n")["measured here: encoded at bpp"] == "not encoded at this rate"
+
+
+# ---------------------------------------------------------------------------------------
+# The other helpers of notebook 06
+
+
+def test_centre_crop_takes_the_middle_and_leaves_small_images_alone():
+    a = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+    assert np.array_equal(tables.centre_crop(a, 4), a[1:5, 2:6])
+    assert tables.centre_crop(a, None) is a and tables.centre_crop(a, 10) is a
+
+
+def test_sweep_sets_sweeps_every_codec_on_every_set():
+    img = np.ascontiguousarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    out = tables.sweep_sets({"s1": {"x": img}, "s2": {"y": img}}, {"jpeg": (30, 60)}, labels={"s1": "set one"})
+    assert set(out) == {"s1", "s2"} and out["s1"]["jpeg"]["results"]["quality"] == [30, 60]
+    assert out["s1"]["jpeg"]["meta"]["dataset"] == "set one" and out["s2"]["jpeg"]["meta"]["images"] == ["y"]
+
+
+def one_point(bpp, psnr, ms=0.97, si=0.9, n=24):
+    return {"meta": {"num_images": n}, "results": {"bpp": [bpp], "psnr-rgb": [psnr], "ms-ssim-rgb": [ms], "si-ssim": [si]}}
+
+
+def test_table4_measured_gives_two_models_and_their_difference_per_dataset():
+    abl = {"baseline_beta0_gamma128": one_point(0.78, 30.7), "fixed_gamma128": one_point(0.88, 30.8, 0.98, 0.91),
+           "baseline_beta0_gamma128-tecnick": one_point(0.5, 33.0, n=1)}     # no semantic model on Tecnick
+    ref = curve([0.5, 1.0], [29.0, 31.0])
+    rows, diffs = tables.table4_measured(abl, ref)
+    assert set(diffs) == {"kodak"} and len(rows) == 3
+    assert diffs["kodak"]["psnr"] == pytest.approx(0.1) and diffs["kodak"]["slope"] == pytest.approx(4.0)
+    assert rows[2]["bpp here"] == "+0.100" and rows[2]["PSNR here (dB)"] == "+0.10; -0.30 at equal rate (estimate)"
+    assert rows[0]["images"] == "Kodak (24 images)" and "40.34 dB" in rows[0]["paper (claim)"]
+
+
+def test_fig15_markdown_tables_each_gamma_and_sums_up_the_gaps():
+    rows = [{"gamma": 32, "fixed_bpp": 0.4, "fixed": 28.0, "variable_bpp_same_gamma": 0.8, "variable_same_gamma": 30.0,
+             "variable_at_fixed_bpp": None, "gap": None},
+            {"gamma": 128, "fixed_bpp": 0.9, "fixed": 30.8, "variable_bpp_same_gamma": 1.1, "variable_same_gamma": 31.6,
+             "variable_at_fixed_bpp": 30.9, "gap": 0.1}]
+    text = tables.fig15_markdown(rows)
+    assert "| 32 | 0.400 bpp, 28.00 dB | 0.800 bpp, 30.00 dB | n/a | n/a |" in text
+    assert "+0.10 to +0.10 dB" in text and "(1 of 2;" in text
+
+
+def kodak_tables():
+    anchors = load_anchors("kodak")
+    hevc = curve([0.5, 0.8, 1.2], [33.0, 35.0, 37.5], [0.97, 0.98, 0.99], name="hevc")
+    enc = {n: {"meta": {"num_images": 2}, "results": {"target_bpp": [1.12], "bpp": [1.121], "psnr-rgb": [v],
+                                                      "ms-ssim-rgb": [0.98]}}
+           for n, v in (("jpeg", 33.5), ("jpeg2000", 36.7), ("hevc", 37.9), ("semlib", 35.0))}
+    t1 = tables.comparison_rows(tables.claims(1), {"kodak": anchors}, {"kodak": {"hevc": hevc}}, {"kodak": enc})
+    return anchors, hevc, t1
+
+
+def test_classical_notes_and_discrepancy_notes_print_the_numbers_they_compare():
+    anchors, hevc, t1 = kodak_tables()
+    notes = tables.classical_notes(t1, 1.12, 2)
+    jpeg = next(r for r in t1 if r["method"].startswith("JPEG "))
+    assert len(notes.splitlines()) == 3 and f"gives {jpeg['anchor_psnr']:.2f} dB" in notes and "33.50 dB / 0.9800" in notes
+    own = [c for t in (1, 2, 3) for c in tables.claims(t) if c.method == tables.OWN_METHOD]
+    gaps = tables.claim_gaps(own, {"kodak": anchors})
+    text = tables.discrepancy_notes(anchors, {"hevc": hevc}, gaps, t1, 1.12)
+    g2 = next(g for g in gaps if g["table"] == 2)
+    assert f"**{g2['gap']:+.2f} dB**" in text
+    rise = tables.value_at(hevc, 1.12) - tables.value_at(hevc, 0.75)
+    assert f"HEVC measured here rises {rise:+.2f} dB" in text
+
+
+def test_summary_markdown_has_one_line_per_claim_checked():
+    anchors, hevc, t1 = kodak_tables()
+    own = [c for t in (1, 2, 3) for c in tables.claims(t) if c.method == tables.OWN_METHOD]
+    gaps = tables.claim_gaps(own, {"kodak": anchors})
+    t2 = tables.comparison_rows(tables.claims(2), {"kodak": anchors})
+    t3 = tables.comparison_rows(tables.claims(3), {"kodak": anchors})
+    uniform, roi = roi_pair()
+    text = tables.summary_markdown(t1, t2, t3, gaps, {}, tables.roi_vs_uniform(uniform, roi), anchors)
+    lines = text.splitlines()
+    g1 = next(g for g in gaps if g["table"] == 1)
+    assert f"| {anchors[g1['best_published']]['label']}: {g1['best_value']:.2f} dB |" in lines[2]
+    assert len(lines) == 2 + 3 + 3 + 1 + 1
+    assert "35.00 dB / 0.9800 at 1.121 bpp (2 images)" in lines[2]       # the measured Song row at 1.12 bpp
+    assert lines[-2].endswith("| not measured |") and "+0.50 dB; -0.75 dB (2 images)" in lines[-1]
+
+
+def test_visual_panels_encode_at_the_rate_and_window_psnr_reads_them(tiny_ckpt, photo):
+    from semlib import metrics
+
+    panels = tables.visual_panels(photo, 1.5, classical=(("jpeg", "JPEG"),), checkpoint=tiny_ckpt, roi=False)
+    assert [p[0] for p in panels] == ["original", "JPEG", "semlib, uniform γ"] and panels[0][2] is None
+    assert all(p[1].shape == photo.shape for p in panels)
+    assert abs(panels[1][2] - 1.5) < 0.2
+    rows = tables.window_psnr(photo, panels, 8, 16, 32)
+    assert [r["label"] for r in rows] == ["JPEG", "semlib, uniform γ"]
+    assert rows[0]["window"] == pytest.approx(metrics.psnr(photo[8:40, 16:48], panels[1][1][8:40, 16:48]))
+    assert rows[0]["whole"] == pytest.approx(metrics.psnr(photo, panels[1][1]))

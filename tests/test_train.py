@@ -477,3 +477,46 @@ def test_wider_latents_start_as_the_narrower_model(trained, tmp_path, image_dir,
     assert bits(b) == pytest.approx(bits(a), rel=0.02)
     with pytest.raises(SemlibError, match="z_dims"):
         T.train(args_for(image_dir, cache_dir, run, 42, resume=True, fixed_gamma=256.0))
+
+
+# --------------------------------------------------------------------------- never the test set
+
+
+def test_a_training_set_refuses_a_test_image(tmp_path, photo, monkeypatch):
+    path = tmp_path / "kodim99.png"
+    Image.fromarray(photo).save(path)
+    Image.fromarray(photo[::-1].copy()).save(tmp_path / "other.png")
+    refused = frozenset({data.sha256_file(path)})
+    monkeypatch.setattr(T, "test_set_sums", lambda: refused)
+    with pytest.raises(SemlibError, match="kodim99.png is a Kodak test image"):
+        T.TrainingSet(tmp_path, crop=64, importance="uniform", cache_dir=tmp_path / "cache", progress=False)
+    path.unlink()
+    assert len(T.TrainingSet(tmp_path, crop=64, importance="uniform", cache_dir=tmp_path / "cache",
+                                 progress=False)) == 1
+
+
+def test_the_pinned_kodak_sums_are_the_refused_ones():
+    sums = T.test_set_sums()
+    assert len(sums) == 24 and all(len(s) == 64 for s in sums)
+
+
+def test_training_photos_fall_back_to_scikit_image_never_to_kodak(tmp_path, monkeypatch):
+    def missing(name, download=True):
+        raise FileNotFoundError(f"dataset {name!r} not found; looked in: nowhere")
+
+    monkeypatch.setattr(data, "find_dataset", missing)
+    with pytest.raises(SemlibError, match="no training photos: dataset"):
+        T.training_photos()
+    folder, where = T.training_photos(fallback=tmp_path / "photos")
+    names = sorted(p.name for p in data.list_images(folder))
+    assert "astronaut.png" in names and not any(n.startswith("kodim") for n in names)
+    assert "scikit-image" in where and "unavailable" in where
+    assert not (T.test_set_sums() & {data.sha256_file(folder / n) for n in names})
+
+
+def test_beta_ratios_are_the_loss_terms_of_jpeg(photo):
+    g = np.ones(photo.shape[:2], np.float32)
+    rows = T.beta_ratios([photo], [g], qualities=(20, 90))
+    assert rows.shape == (2, 2)
+    assert rows[1, 0] > rows[0, 0]                      # quality 90 has the higher PSNR
+    assert np.all(rows[:, 1] > 0) and np.all(np.isfinite(rows))

@@ -206,7 +206,8 @@ class HierarchicalVAE(nn.Module):
                                        bound=None if mode in ("noise", "mixed") else self._bounder(k, mode),
                                        record=record,
                                        code=self._coder(k, out_strings, coding) if mode == "compress" else None)
-                    likelihoods.append(lik)
+                    if mode != "compress":          # the file needs z, not its likelihood
+                        likelihoods.append(lik)
                 k += 1
             if s == 1 and not reconstruct:                  # /8 holds the last latents
                 return None, likelihoods, out_strings
@@ -236,7 +237,7 @@ class HierarchicalVAE(nn.Module):
             if mu[0].numel() < MIN_SYMBOLS:
                 raise ValueError(f"latent {k} has {mu[0].numel()} values per image; compressai's "
                                  f"encoder needs at least {MIN_SYMBOLS} (widen z_dims)")
-            indexes = self.entropy.build_indexes(scale)
+            indexes = entropy.build_indexes(self.entropy, scale)
             out_strings.append(self.entropy.compress(mu, indexes, means=mean))
             if coding is not None:
                 self._record_coding(coding, mu, mean, scale, indexes)
@@ -258,7 +259,7 @@ class HierarchicalVAE(nn.Module):
         bounds-checked :func:`semlib.entropy.rans_decode`; the table indexes of the fragile
         symbols come from ``coding['sides']`` when the file has them. ValueError names the
         latent that cannot be decoded."""
-        indexes = self.entropy.build_indexes(scale)
+        indexes = entropy.build_indexes(self.entropy, scale)
         if len(strings) != indexes.shape[0]:
             raise ValueError(f"latent {k}: {len(strings)} strings for a batch of {indexes.shape[0]}")
         sides = coding.get("sides") if coding is not None else None
@@ -284,6 +285,8 @@ class HierarchicalVAE(nn.Module):
         """Uniform posterior: noise in training, rounding relative to the prior mean at test
         time; the likelihood under the discretised Gaussian prior (float32, no autocast)."""
         with torch.autocast(device_type=mu.device.type, enabled=False):
+            if mode == "compress":          # the file needs z, not its likelihood
+                return self.entropy.quantize(mu.float(), "dequantize", mean.float()), None
             if isinstance(mode, float):     # "sga" at temperature ``mode``
                 z = mean.float() + sga_round(mu.float() - mean.float(), mode)
             elif mode == "mixed":           # training: the decoder sees the rounded value (straight
