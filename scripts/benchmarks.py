@@ -16,7 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from semlib import bench
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the repository, for experiments/
+
+from experiments import benchmarks as bench  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,10 @@ decoder process decodes each file with the other thread count and compares. A ca
     format_error   semlib.FormatError (a latent string cannot be decoded: the decoder's
                    priors picked another coding table than the encoder's)
 
-``--unpinned`` sets ``semlib.models.CODING_THREADS`` to each process's own thread count,
-which is the behaviour before the coding passes ran on a fixed thread count (the
-"before" measurement of ROBUSTNESS.md); ``--crop HxW`` codes the centre crop of each image.
+``--crop HxW`` codes the centre crop of each image. (The ``--unpinned`` option of the
+"before" row of ROBUSTNESS.md §3 is gone: it unpinned the coding threads, which only
+files of format version 1 use; version 2 files carry the side information of
+:mod:`semlib.entropy` instead and are coded on each process's own thread count.)
 
 The model is a `small` one with RANDOM weights (seed 0), or ``--checkpoint`` (e.g. the
 shipped semlib/checkpoints/small.pt, whose latents have a trained model's statistics). Results (counts, per-file details, platform) go to ``--out`` as JSON.
@@ -54,8 +55,6 @@ def _setup(args):
     import semlib.models
 
     torch.set_num_threads(args.threads)
-    if args.unpinned:
-        semlib.models.CODING_THREADS = args.threads
     return semlib.models.load_model(args.ckpt)
 
 
@@ -115,8 +114,6 @@ def worker_decode(args):
 def run_worker(mode: str, threads: int, ckpt: str, folder: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--threads", str(threads), "--ckpt", ckpt,
            "--dir", folder, "--images", str(args.images), "--settings", args.settings, "--crop", args.crop]
-    if args.unpinned:
-        cmd.append("--unpinned")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -130,7 +127,6 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--directions", default="2:1,1:2", help="encoder:decoder thread counts")
     ap.add_argument("--label", default="", help="a name for this run (e.g. before / after a fix)")
-    ap.add_argument("--unpinned", action="store_true", help="each process codes on its own thread count (the old behaviour)")
     ap.add_argument("--crop", default="", help="HxW: code the centre crop of each image")
     ap.add_argument("--checkpoint", default=None, help="a trained checkpoint (default: a random 'small' model)")
     ap.add_argument("--out", default="results/robustness/determinism.json")
@@ -146,8 +142,8 @@ def main(argv=None) -> int:
         worker_decode(args)
         return 0
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fuzz_decode import platform_info
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from experiments.fuzzing import platform_info
     from semlib.models import random_model, save_model
 
     tmp = tempfile.TemporaryDirectory()
@@ -161,8 +157,7 @@ def main(argv=None) -> int:
               "label": args.label,
               "model": model_note,
               "images": f"first {args.images} of Kodak (768x512 / 512x768)" + (f", centre crop {args.crop}" if args.crop else ""),
-              "coding_threads": "each process's own (unpinned, the old behaviour)" if args.unpinned
-              else "fixed (semlib.models.CODING_THREADS)",
+              "coding_threads": "each process's own (format version 2: side information, semlib.entropy)",
               "settings": {k: SETTINGS[k] for k in args.settings.split(",")},
               "roi": "ellipse mask, importance 1 inside / 0.1 outside, kappa 1", "platform": platform_info(),
               "directions": {}}

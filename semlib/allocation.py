@@ -38,7 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BLOCK = 8
+from semlib.errors import SemlibError
+
+BLOCK = 8                       # one level, and one gamma, per BLOCK x BLOCK pixels (the whole package's)
+GAMMA_RANGE = (32.0, 2048.0)    # the training range of the paper (and QARV's upper end)
 DEFAULT_LEVEL_RANGE = (0.25, 4.0)
 # What ``importance="auto"`` (Grad-CAM; ``--roi auto``) uses unless told otherwise: the two-level
 # map of :func:`top_levels`. At equal bpp it beat the paper's map on Kodak (results/pilots/README.md,
@@ -290,7 +293,16 @@ def gamma_map(gamma: float, T, mean_level: float = 1.0, kappa: float = 1.0) -> n
     T = _as_map(T, "levels T")
     if (T <= 0).any():
         raise ValueError("levels T must be > 0 to give a gamma map (clip them with target_levels)")
-    return (g * (T / m) ** k).astype(np.float32)
+    return block_gammas(g, T / m, k)
+
+
+def block_gammas(gamma: float, ratios: np.ndarray, kappa: float) -> np.ndarray:
+    """γ_i = γ · r_i^κ for level ratios r_i = T_i / M̄, float32: the one computation of the
+    block map, behind :func:`gamma_map` (checked inputs) and the map a ``.semc`` file
+    describes (:meth:`semlib.semc.LevelMap.gamma_map`, where an over- or underflow gives inf
+    or 0 for the decoder to refuse)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return (gamma * ratios ** kappa).astype(np.float32)
 
 
 def upsample_blocks(block_map, height: int, width: int, block: int = BLOCK) -> np.ndarray:
@@ -371,3 +383,48 @@ def allocate(
         smooth=float(smooth), top=None if top is None else float(top), boost=None if top is None else float(boost),
         steps=None if steps is None else int(steps),
     )
+
+
+# --------------------------------------------------------------------------- command-line options
+
+
+def add_roi_arguments(p: argparse.ArgumentParser) -> None:
+    """The ROI allocation options (semlib.allocation) of ``semlib compress``, ``eval`` and ``demo``."""
+    p.add_argument("--roi-top", type=float, default=None, metavar="P",
+                   help="ROI map of two levels: the fraction P of the 8x8 blocks with the highest importance is coded "
+                        "at --roi-boost times the level of the others; 0 = the paper's map, where every block's level "
+                        "follows its importance (default with --roi auto: "
+                        f"{_auto('top')}; with a mask: 0)")
+    p.add_argument("--roi-boost", type=float, default=None, metavar="F",
+                   help=f"level ratio of the two-level map, >= 1 (default {_auto('boost')}); the block gammas differ "
+                        "by F ** kappa")
+    p.add_argument("--roi-steps", type=int, default=None, metavar="N",
+                   help="the paper's map rounded to N log-spaced levels (2..256), so that the map stored in the file "
+                        "costs fewer bytes (default: not rounded)")
+
+
+def _auto(key: str) -> str:
+    v = AUTO_ALLOCATION.get(key)
+    return "0" if v is None else f"{v:g}"
+
+
+def roi_allocation(args: argparse.Namespace) -> dict:
+    """The allocation options the user gave (:func:`add_roi_arguments`), for semlib.codec.encode_image;
+    the ones not given are left out, so that ``--roi auto`` fills them with its defaults."""
+    out = {}
+    top = getattr(args, "roi_top", None)
+    if top is not None:
+        if not (math.isfinite(top) and 0 <= top <= 1):
+            raise SemlibError(f"--roi-top must be a fraction in [0, 1], got {top:g}")
+        out["top"] = None if top == 0 else top
+    boost = getattr(args, "roi_boost", None)
+    if boost is not None:
+        if not (math.isfinite(boost) and boost >= 1):
+            raise SemlibError(f"--roi-boost must be a finite number >= 1, got {boost:g}")
+        out["boost"] = boost
+    steps = getattr(args, "roi_steps", None)
+    if steps is not None:
+        if not 2 <= steps <= 256:
+            raise SemlibError(f"--roi-steps must be a number of levels in 2..256, got {steps}")
+        out["steps"] = steps
+    return out

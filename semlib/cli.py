@@ -27,7 +27,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from semlib.errors import ImageError, SemlibError
+from semlib import allocation as allocation_options  # numpy only: the ROI options
+from semlib.errors import SemlibError
 
 # Nothing heavy is imported here (semlib.batch, torch: in the commands), so that Ctrl-C
 # while they load is caught by main().
@@ -74,18 +75,10 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _image_path(arg: str) -> str:
-    """``skimage:NAME`` names a photo that ships with scikit-image (no download), e.g.
-    ``skimage:astronaut``, ``skimage:chelsea``, ``skimage:coffee``; anything else is a path."""
-    if not arg.startswith("skimage:"):
-        return arg
-    import skimage
+    """A path, or ``skimage:NAME`` resolved by :func:`semlib.data.image_path`."""
+    from semlib.data import image_path
 
-    name = arg.split(":", 1)[1]
-    folder = Path(skimage.__file__).parent / "data"
-    for ext in (".png", ".jpg"):
-        if (folder / f"{name}{ext}").is_file():
-            return str(folder / f"{name}{ext}")
-    raise ImageError(f"scikit-image ships no photo named {name!r} (try astronaut, chelsea, coffee, rocket)")
+    return image_path(arg)
 
 
 def _save_png(path: Path, array, bits: int = 8, force: bool = False) -> None:
@@ -245,7 +238,7 @@ def _batch_options(args) -> dict:
 
 def cmd_compress(args) -> int:
     from semlib import batch, codec, data
-    from semlib.evaluate import roi_allocation
+    from semlib.allocation import roi_allocation
 
     roi = None if args.roi in (None, "none") else args.roi
     alloc = roi_allocation(args)
@@ -298,9 +291,9 @@ def cmd_decompress(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from semlib import codec
+    from semlib import semc          # the file format alone: no torch, no model
 
-    d = codec.info(_read_bytes(args.input))
+    d = semc.info(_read_bytes(args.input))
     if args.json:
         print(json.dumps(d))
         return 0
@@ -342,7 +335,7 @@ def cmd_demo(args) -> int:
     image = _image_path(args.image)
     if Path(args.output).resolve() == Path(image).resolve():
         raise CliError(f"-o {args.output} would overwrite the input image")
-    from semlib.evaluate import roi_allocation
+    from semlib.allocation import roi_allocation
 
     demo.run_demo(image, bpp=args.bpp, kappa=args.kappa, checkpoint=args.checkpoint,
                   out=args.output, progress=True, allocation=roi_allocation(args))
@@ -392,9 +385,26 @@ def _add_batch_arguments(s) -> None:
     s.add_argument("--manifest", metavar="FILE.json", help="with -o: where to write the manifest (default OUTDIR/manifest.json)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from semlib import bench, evaluate, train  # their options are defined beside their code
+def _add_options_of(s, command: str, argv) -> None:
+    """The options of train, eval and bench are defined beside their code, in modules that
+    import torch: they are read only for the command being run (``argv`` names it; None: for
+    every command), so that ``semlib info`` and ``semlib --help`` start without torch."""
+    if argv is not None and next((a for a in argv if not a.startswith("-")), None) != command:
+        return
+    import importlib
 
+    module, adder = _OPTIONS_OF[command]
+    getattr(importlib.import_module(module), adder)(s)
+
+
+_OPTIONS_OF = {"train": ("semlib.train", "add_train_arguments"), "eval": ("semlib.evaluate", "add_eval_arguments"),
+               "bench": ("semlib.bench", "add_bench_arguments")}
+
+
+# Long (a table of commands and their options, argparse's boilerplate): one command per block.
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser of every command; given the command line ``argv``, the options of the
+    heavy commands other than the one it runs are left out (:func:`_add_options_of`)."""
     p = _Parser(prog="semlib", description="Semantic-aware variable-rate learned image compression.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -443,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--roi", default="none", help="'auto' (Grad-CAM map), 'none' (uniform, default) or a mask PNG (bright = important; one image only)")
     s.add_argument("--kappa", type=float, default=1.0,
                    help="strength of the ROI, >= 0: 0 = uniform, 1 = gamma proportional to the level (default 1)")
-    evaluate.add_roi_arguments(s)
+    allocation_options.add_roi_arguments(s)
     s.add_argument("--refine", type=int, default=0, metavar="N",
                    help="N steps of encoder-side refinement of the latents for R + gamma*D (slower; same decoder; "
                         "default 0). The file is never worse by that measure than without it")
@@ -480,17 +490,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model (see 'semlib train --help')",
                        description="Train the gamma-conditioned hierarchical VAE with the loss R + gamma*(MSE + beta*(1 - SI-SSIM)).")
-    train.add_train_arguments(s)
+    _add_options_of(s, "train", argv)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="evaluate a codec over a folder of images into a results JSON",
                        description="Sweep a codec (a classical codec name or a checkpoint path) over the images of DIR.")
-    evaluate.add_eval_arguments(s)
+    _add_options_of(s, "eval", argv)
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("bench", help="speed and memory of the codec, Grad-CAM and classical codecs",
                        description="Print parameters and step times of the configurations, and encode/decode/Grad-CAM times.")
-    bench.add_bench_arguments(s)
+    _add_options_of(s, "bench", argv)
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="the whole method on one photo: ROI vs uniform vs JPEG at one bpp, in a figure",
@@ -505,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bpp", type=float, default=1.0, help="target bits per pixel for all three codecs (default 1.0)")
     s.add_argument("--kappa", type=float, default=1.0,
                    help="strength of the ROI: 0 = uniform, 1 = gamma proportional to the block level (default 1)")
-    evaluate.add_roi_arguments(s)
+    allocation_options.add_roi_arguments(s)
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
     s.add_argument("-o", "--output", default="demo.png", metavar="NAME.png", help="the figure, a PNG (default demo.png)")
     s.set_defaults(func=cmd_demo)
@@ -527,9 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     command = None
     try:
-        # Everything, the building of the parser included (it imports torch), is inside this
-        # try: Ctrl-C at any moment is one line and exit status 130, never a traceback.
-        parser = build_parser()
+        # Everything, the building of the parser included (for train, eval and bench it imports
+        # torch), is inside this try: Ctrl-C at any moment is one line and exit status 130,
+        # never a traceback.
+        argv = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         command = args.command
 

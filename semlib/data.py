@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -199,7 +199,7 @@ def as_array(image) -> np.ndarray:
         return load_image(image)
     if isinstance(image, Image.Image):
         return pil_to_array(image)
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
         t = image.detach().cpu()
         if t.dim() == 4:
             if t.shape[0] != 1:
@@ -227,8 +227,18 @@ def as_array(image) -> np.ndarray:
     raise ImageError(f"unsupported image dtype {a.dtype}")
 
 
+def _is_tensor(x) -> bool:
+    """``isinstance(x, torch.Tensor)`` without importing torch (this module does not need it
+    to read images, and ``semlib info`` starts without it): no tensor exists before torch is
+    imported."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def to_tensor(image) -> torch.Tensor:
     """RGB image (anything :func:`as_array` takes) -> float32 tensor 1 x 3 x H x W in [0, 1]."""
+    import torch
+
     if isinstance(image, torch.Tensor) and image.dtype.is_floating_point:
         t = image if image.dim() == 4 else image.unsqueeze(0)
         return t.float()
@@ -240,10 +250,29 @@ def to_tensor(image) -> torch.Tensor:
 
 def to_uint8(t: torch.Tensor) -> np.ndarray:
     """Float tensor (1 x)3 x H x W in [0, 1] -> RGB ``uint8`` H x W x 3 (rounded, clipped)."""
+    import torch
+
     t = t.detach().cpu().float()
     if t.dim() == 4:
         t = t[0]
     return t.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).numpy().copy()
+
+
+def image_path(arg: str) -> str:
+    """``skimage:NAME`` names a photo that ships with scikit-image (no download), e.g.
+    ``skimage:astronaut``, ``skimage:chelsea``, ``skimage:coffee``: its file's path; anything
+    else is a path, returned as given. (The one place that resolves these names: the command
+    line and the demo use it.)"""
+    if not arg.startswith("skimage:"):
+        return arg
+    import skimage
+
+    name = arg.split(":", 1)[1]
+    folder = Path(skimage.__file__).parent / "data"
+    for ext in (".png", ".jpg"):
+        if (folder / f"{name}{ext}").is_file():
+            return str(folder / f"{name}{ext}")
+    raise ImageError(f"scikit-image ships no photo named {name!r} (try astronaut, chelsea, coffee, rocket)")
 
 
 def sample_image(name: str = "astronaut") -> np.ndarray:

@@ -35,9 +35,6 @@ JPEG_TOLERANCE = 0.01  # bpp; semlib.baselines.encode_at_bpp stops within this o
 SEMLIB_TOLERANCE = 0.003  # relative; the two learned files are compared at (nearly) the same rate
 
 
-# --------------------------------------------------------------------------- a metric
-
-
 # --------------------------------------------------------------------------- the demo
 
 
@@ -109,11 +106,9 @@ def load_demo_image(image) -> np.ndarray:
     """``'skimage:NAME'`` (a photo shipped with scikit-image), a path, or an image array."""
     from semlib import data
 
-    if isinstance(image, str) and image.startswith("skimage:"):
-        from semlib.cli import _image_path
-
-        return data.load_image(_image_path(image))
-    if isinstance(image, (str, Path)):
+    if isinstance(image, str):
+        return data.load_image(data.image_path(image))
+    if isinstance(image, Path):
         return data.load_image(image)
     return data.as_array(image)
 
@@ -168,6 +163,7 @@ def _output_place(out) -> tuple[Path | None, Path, str]:
     return fig_path, folder, fig_path.stem
 
 
+# Long: the demo's story in order (map, two learned files, JPEG, scores, figure), one step a few lines.
 def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float | None = None, checkpoint=None,
              out="demo.png", progress: bool = True, importance=None, model=None,
              allocation: dict | None = None) -> DemoResult:

@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import math
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+
+from semlib.semc import pack_sides, unpack_sides  # noqa: F401  (the lists' byte format lives with the file's)
 
 SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
 RANS64_L = 1 << 31      # lower bound of the 64-bit rANS state (ryg_rans' Rans64, as compressai uses it)
@@ -100,55 +103,40 @@ def apply_sides(scale: torch.Tensor, indexes: torch.Tensor, positions: np.ndarra
     return out.reshape(indexes.shape)
 
 
-def pack_sides(positions: np.ndarray, bits: np.ndarray) -> bytes:
-    """Varints: the count, then (gap to the previous position) * 2 + bit for each."""
-    gaps = np.diff(np.concatenate([[-1], positions])) - 1
-    return b"".join(_varint(int(v)) for v in [len(positions), *(2 * gaps + bits)])
-
-
-def unpack_sides(data: bytes, offset: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Inverse of :func:`pack_sides`: (positions, bits, offset after them). ValueError if
-    the bytes end early or a value is implausibly large."""
-    count, offset = _read_varint(data, offset)
-    if count > len(data):
-        raise ValueError(f"{count} fragile symbols cannot fit in {len(data)} bytes")
-    positions, bits = np.empty(count, np.int64), np.empty(count, np.uint8)
-    p = -1
-    for i in range(count):
-        v, offset = _read_varint(data, offset)
-        p += (v >> 1) + 1
-        positions[i], bits[i] = p, v & 1
-    return positions, bits, offset
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, v = v & 0x7F, v >> 7
-        out.append(byte | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    v, shift = 0, 0
-    while True:
-        if offset >= len(data):
-            raise ValueError("the fragile-symbol list ends early")
-        byte = data[offset]
-        offset += 1
-        v |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return v, offset
-        shift += 7
-        if shift > 35:
-            raise ValueError("a fragile-symbol gap is longer than 5 bytes")
-
-
 def symbols_crc(symbols, crc: int = 0) -> int:
     """CRC-32 of integer symbols as little-endian int32, continuing from ``crc``."""
     a = symbols.cpu().numpy() if isinstance(symbols, torch.Tensor) else np.asarray(symbols)
     return zlib.crc32(np.ascontiguousarray(a, dtype="<i4").tobytes(), crc)
+
+
+# --------------------------------------------------------------------------- coding threads
+
+CODING_THREADS = 1              # CPU threads of the coding passes of format version 1 files (see coding_threads)
+
+
+@contextmanager
+def coding_threads(device: torch.device, threads: int | None = None):
+    """Run the enclosed computation on ``threads`` CPU threads (None: leave the caller's
+    setting), then restore the caller's setting.
+
+    Some oneDNN kernels (1x1 convolutions on channels-last inputs, measured with torch
+    2.14) split their sums differently with another number of threads, so the same network
+    gives results that differ in the last bits. Files of format version 2 carry side
+    information that makes such differences harmless (:mod:`semlib.entropy`), so they are
+    coded on any thread count; files of version 1 need the decoder to repeat the encoder's
+    arithmetic exactly and were written on ``CODING_THREADS`` threads.
+    (``torch.set_num_threads`` is process-wide: do not code concurrently from Python
+    threads that set other counts.)
+    """
+    n = torch.get_num_threads()
+    if threads is None or device.type != "cpu" or n == threads:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------- rANS decoding
@@ -163,6 +151,7 @@ _ERRORS = {
 }
 
 
+# Long: one numba-compiled loop; splitting it would cost a call per symbol.
 def _decode_kernel(words, indexes, cdfs, cdf_lengths, offsets, out):
     """Decode the symbols of ``indexes`` from the 32-bit ``words`` into ``out``; returns 0,
     or an error code of _ERRORS. Plain Python on numpy arrays, so that numba compiles it.

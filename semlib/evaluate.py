@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -51,6 +52,7 @@ import numpy as np
 from semlib import metrics
 from semlib.baselines import CODECS, Codec, encode_at_bpp, get_codec
 from semlib.data import REPO_ROOT, find_dataset, list_images, load_image
+from semlib.allocation import add_roi_arguments, roi_allocation  # noqa: F401 (the ROI options, torch-free for the CLI)
 from semlib.errors import SemlibError
 
 RESULTS_ROOT = REPO_ROOT / "results"
@@ -173,26 +175,11 @@ def cached_importance(
     """Grad-CAM importance map of image ``a`` (:func:`semlib.importance.importance_map`),
     read from / written to ``cache_dir`` (None: no cache). Keyed by the sha256 of the
     image file (or of the pixels) and the classifier name."""
-    from semlib.importance import importance_map
+    from semlib.importance import cached_map, importance_map
 
-    h, w = a.shape[:2]
-    file = None
-    if cache_dir is not None:
-        file = Path(cache_dir) / f"{_image_key(path, a)}-{classifier}.npy"
-        if file.is_file():
-            try:
-                m = np.load(file)
-                if m.shape == (h, w) and m.dtype == np.float32:
-                    return m
-            except (OSError, ValueError):
-                pass  # unreadable: recompute and overwrite
-    m = np.asarray(importance_map(a, classifier=classifier), dtype=np.float32)
-    if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, m)
-        os.replace(tmp, file)
-    return m
+    name = None if cache_dir is None else f"{_image_key(path, a)}-{classifier}.npy"
+    return cached_map(lambda: np.asarray(importance_map(a, classifier=classifier), dtype=np.float32),
+                      cache_dir, name, a.shape[:2])
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,16 +240,18 @@ def _mean(values: list) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _score(a: np.ndarray, rec: np.ndarray, imp: np.ndarray | None) -> dict:
+def _score(a: np.ndarray, rec: np.ndarray, imp: np.ndarray | None, keys=METRIC_KEYS) -> dict:
+    """The quality metrics of ``keys`` (those of :data:`METRIC_KEYS` that compare images)."""
     side_ok = min(a.shape[:2]) >= metrics.MS_SSIM_MIN_SIDE
-    return {
-        "psnr-rgb": float(metrics.psnr(a, rec)),
-        "ms-ssim-rgb": float(metrics.ms_ssim(a, rec)) if side_ok else None,
-        "ssim": float(metrics.ssim(a, rec)),
-        "si-ssim": float(metrics.si_ssim(a, rec, importance=imp)),
+    score = {
+        "psnr-rgb": lambda: float(metrics.psnr(a, rec)),
+        "ms-ssim-rgb": lambda: float(metrics.ms_ssim(a, rec)) if side_ok else None,
+        "ssim": lambda: float(metrics.ssim(a, rec)),
+        "si-ssim": lambda: float(metrics.si_ssim(a, rec, importance=imp)),
         # PSNR of the most important 20 % of pixels (the ROI measure of issue 5)
-        "psnr-roi20": float(metrics.roi_psnr(a, rec, imp)) if imp is not None else None,
+        "psnr-roi20": lambda: float(metrics.roi_psnr(a, rec, imp)) if imp is not None else None,
     }
+    return {k: f() for k, f in score.items() if k in keys}
 
 
 def evaluate_codec(
@@ -279,6 +268,7 @@ def evaluate_codec(
     progress: bool = True,
     command: str | None = None,
     threads: int | None = 1,
+    keys: Iterable[str] = METRIC_KEYS,
 ) -> dict:
     """Sweep ``codec`` over ``images`` and return a results dict (see the module docstring).
 
@@ -291,26 +281,27 @@ def evaluate_codec(
     image -> H x W map. ``threads``: torch threads during the sweep (restored afterwards;
     None leaves them alone). One is the default: the metrics are small convolutions, and
     on a busy machine more threads mostly wait on each other (measured here: 1 s instead
-    of 0.01 s for MS-SSIM of a 176 x 192 image with 2 threads under load).
+    of 0.01 s for MS-SSIM of a 176 x 192 image with 2 threads under load). ``keys``: the
+    measures of :data:`METRIC_KEYS` to record (default all; :func:`semlib.tables.sweep`
+    asks for bpp, PSNR and MS-SSIM alone, which on large images saves most of the time).
     """
     import torch
 
+    sweep = functools.partial(_evaluate, codec, images, qualities=qualities, target_bpps=target_bpps,
+                              importance=importance, tol=tol, cache_dir=cache_dir, dataset=dataset, name=name,
+                              progress=progress, command=command, keys=tuple(k for k in METRIC_KEYS if k in keys))
     if threads is None:
-        return _evaluate(codec, images, qualities, target_bpps, importance, tol, cache_dir, dataset, name,
-                         progress, command)
+        return sweep()
     before = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
-        return _evaluate(codec, images, qualities, target_bpps, importance, tol, cache_dir, dataset, name,
-                         progress, command)
+        return sweep()
     finally:
         torch.set_num_threads(before)
 
 
-def _evaluate(codec, images, qualities, target_bpps, importance, tol, cache_dir, dataset, name, progress, command):
-    from tqdm.auto import tqdm
-
-    codec = resolve_codec(codec) if isinstance(codec, str) else codec
+def _operating_points(codec, qualities, target_bpps) -> tuple[bool, list]:
+    """(by rate?, the points): target bpps, or qualities checked by the codec."""
     if qualities is not None and target_bpps is not None:
         raise ValueError("give qualities or target_bpps, not both")
     by_rate = target_bpps is not None
@@ -319,6 +310,49 @@ def _evaluate(codec, images, qualities, target_bpps, importance, tol, cache_dir,
         raise ValueError("no operating points")
     if not by_rate:
         points = [codec.check_quality(q) if hasattr(codec, "check_quality") else q for q in points]
+    return by_rate, points
+
+
+def _importance_of(importance, a, path, cache_dir):
+    if importance == "gradcam":
+        return cached_importance(a, path, cache_dir)
+    if importance is None:
+        return None
+    return np.asarray(importance(a), dtype=np.float32)
+
+
+def _code(codec, a, p, by_rate: bool, tol: float, img_name: str):
+    """One operating point of one image: (knob used, the file, encoding seconds, the decoded
+    image, decoding seconds). At a target bpp the file is searched for, then one encode at the
+    knob found is timed."""
+    if by_rate:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the bpp reached is recorded instead
+            data, q, _ = encode_at_bpp(codec, a, p, tol=tol)
+        t0 = time.perf_counter()
+        again = codec.encode(a, q)  # time one encode at the knob found
+        t_enc = time.perf_counter() - t0
+        if len(again) != len(data):
+            warnings.warn(f"{codec.name}: {img_name} encodes to different sizes at the same setting")
+    else:
+        q = p
+        t0 = time.perf_counter()
+        data = codec.encode(a, q)
+        t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec = codec.decode(data)
+    t_dec = time.perf_counter() - t0
+    if rec.shape != a.shape:
+        raise SemlibError(f"{codec.name}: {img_name} decoded to shape {rec.shape}, expected {a.shape}")
+    return q, data, t_enc, rec, t_dec
+
+
+def _evaluate(codec, images, *, qualities, target_bpps, importance, tol, cache_dir, dataset, name, progress, command,
+              keys=METRIC_KEYS):
+    from tqdm.auto import tqdm
+
+    codec = resolve_codec(codec) if isinstance(codec, str) else codec
+    by_rate, points = _operating_points(codec, qualities, target_bpps)
     items = _as_images(images)
     if dataset is None:
         dataset = Path(images).name if isinstance(images, (str, os.PathLike)) else "images"
@@ -334,75 +368,49 @@ def _evaluate(codec, images, qualities, target_bpps, importance, tol, cache_dir,
         for img_name, path, arr in items:
             a = load_image(path) if arr is None else np.ascontiguousarray(arr, dtype=np.uint8)
             h, w = a.shape[:2]
-            if importance == "gradcam":
-                imp = cached_importance(a, path, cache_dir)
-            elif importance is None:
-                imp = None
-            else:
-                imp = np.asarray(importance(a), dtype=np.float32)
-            rows: dict[str, list] = {k: [] for k in ("quality", *METRIC_KEYS)}
+            imp = _importance_of(importance, a, path, cache_dir) if {"si-ssim", "psnr-roi20"} & set(keys) else None
+            rows: dict[str, list] = {k: [] for k in ("quality", *keys)}
             for p in points:
-                if by_rate:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # the bpp reached is recorded instead
-                        data, q, _ = encode_at_bpp(codec, a, p, tol=tol)
-                    t0 = time.perf_counter()
-                    again = codec.encode(a, q)  # time one encode at the knob found
-                    t_enc = time.perf_counter() - t0
-                    if len(again) != len(data):
-                        warnings.warn(f"{codec.name}: {img_name} encodes to different sizes at the same setting")
-                else:
-                    q = p
-                    t0 = time.perf_counter()
-                    data = codec.encode(a, q)
-                    t_enc = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                rec = codec.decode(data)
-                t_dec = time.perf_counter() - t0
-                if rec.shape != a.shape:
-                    raise SemlibError(f"{codec.name}: {img_name} decoded to shape {rec.shape}, expected {a.shape}")
-                rows["quality"].append(q)
-                rows["bpp"].append(metrics.bpp(len(data), h, w))
-                for k, v in _score(a, rec, imp).items():
-                    rows[k].append(v)
-                rows["encoding_time"].append(t_enc)
-                rows["decoding_time"].append(t_dec)
+                q, data, t_enc, rec, t_dec = _code(codec, a, p, by_rate, tol, img_name)
+                measured = {"quality": q, "bpp": metrics.bpp(len(data), h, w), **_score(a, rec, imp, keys),
+                            "encoding_time": t_enc, "decoding_time": t_dec}
+                for k in rows:
+                    rows[k].append(measured[k])
                 bar.update(1)
             per_image[img_name] = rows
 
     results: dict[str, list] = {"target_bpp" if by_rate else "quality": list(points)}
-    for k in METRIC_KEYS:
+    for k in keys:
         results[k] = [_mean([per_image[n][k][j] for n in per_image]) for j in range(len(points))]
-    version = codec.version() if hasattr(codec, "version") else "unknown"
+    meta = _meta(codec, images, items, by_rate, tol, dataset, importance, command, started)
+    return {"name": name or codec.name, "description": f"{getattr(codec, 'description', codec.name)}. {meta['codec_version']}",
+            "meta": meta, "results": results, "per_image": per_image}
+
+
+def _meta(codec, images, items, by_rate, tol, dataset, importance, command, started) -> dict:
     return {
-        "name": name or codec.name,
-        "description": f"{getattr(codec, 'description', codec.name)}. {version}",
-        "meta": {
-            "codec": codec.name,
-            "codec_version": version,
-            # semlib.models.fingerprint of the learned codec's weights (hex); None for classical codecs
-            "model_fingerprint": getattr(codec, "model_fingerprint", None),
-            "quality_name": getattr(codec, "quality_name", "quality"),
-            "mode": "target_bpp" if by_rate else "quality",
-            "tolerance_bpp": tol if by_rate else None,
-            "dataset": dataset,
-            "dataset_path": str(images) if isinstance(images, (str, os.PathLike)) else None,
-            "num_images": len(items),
-            "images": [n for n, _, _ in items],
-            "importance": {None: "uniform", "gradcam": f"gradcam:{IMPORTANCE_CLASSIFIER}"}.get(
-                importance if isinstance(importance, (str, type(None))) else "", "custom function"),
-            "metrics": "bpp = 8*bytes/(H*W) of the whole file; psnr-rgb over 8-bit RGB; ms-ssim-rgb "
-                       "pytorch_msssim on 8-bit RGB, data_range 255 (CompressAI convention); ssim and "
-                       "si-ssim per docs/METHOD.md §3 (11x11 Gaussian, sigma 1.5, data range 1); psnr-roi20 over "
-                       "the 20 % of pixels with the highest importance; values are "
-                       "means over the images; times are seconds per image",
-            "versions": _versions(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": command if command is not None else _command_line(),
-            "elapsed_seconds": round(time.perf_counter() - started, 2),
-        },
-        "results": results,
-        "per_image": per_image,
+        "codec": codec.name,
+        "codec_version": codec.version() if hasattr(codec, "version") else "unknown",
+        # semlib.models.fingerprint of the learned codec's weights (hex); None for classical codecs
+        "model_fingerprint": getattr(codec, "model_fingerprint", None),
+        "quality_name": getattr(codec, "quality_name", "quality"),
+        "mode": "target_bpp" if by_rate else "quality",
+        "tolerance_bpp": tol if by_rate else None,
+        "dataset": dataset,
+        "dataset_path": str(images) if isinstance(images, (str, os.PathLike)) else None,
+        "num_images": len(items),
+        "images": [n for n, _, _ in items],
+        "importance": {None: "uniform", "gradcam": f"gradcam:{IMPORTANCE_CLASSIFIER}"}.get(
+            importance if isinstance(importance, (str, type(None))) else "", "custom function"),
+        "metrics": "bpp = 8*bytes/(H*W) of the whole file; psnr-rgb over 8-bit RGB; ms-ssim-rgb "
+                   "pytorch_msssim on 8-bit RGB, data_range 255 (CompressAI convention); ssim and "
+                   "si-ssim per docs/METHOD.md §3 (11x11 Gaussian, sigma 1.5, data range 1); psnr-roi20 over "
+                   "the 20 % of pixels with the highest importance; values are "
+                   "means over the images; times are seconds per image",
+        "versions": _versions(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command if command is not None else _command_line(),
+        "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
 
 
@@ -615,50 +623,6 @@ def _floats(text: str) -> list[float]:
     if not vals or not all(math.isfinite(v) for v in vals):
         raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
     return vals
-
-
-def add_roi_arguments(p: argparse.ArgumentParser) -> None:
-    """The ROI allocation options (semlib.allocation) of ``semlib compress``, ``eval`` and ``demo``."""
-    p.add_argument("--roi-top", type=float, default=None, metavar="P",
-                   help="ROI map of two levels: the fraction P of the 8x8 blocks with the highest importance is coded "
-                        "at --roi-boost times the level of the others; 0 = the paper's map, where every block's level "
-                        "follows its importance (default with --roi auto: "
-                        f"{_auto('top')}; with a mask: 0)")
-    p.add_argument("--roi-boost", type=float, default=None, metavar="F",
-                   help=f"level ratio of the two-level map, >= 1 (default {_auto('boost')}); the block gammas differ "
-                        "by F ** kappa")
-    p.add_argument("--roi-steps", type=int, default=None, metavar="N",
-                   help="the paper's map rounded to N log-spaced levels (2..256), so that the map stored in the file "
-                        "costs fewer bytes (default: not rounded)")
-
-
-def _auto(key: str) -> str:
-    from semlib.allocation import AUTO_ALLOCATION
-
-    v = AUTO_ALLOCATION.get(key)
-    return "0" if v is None else f"{v:g}"
-
-
-def roi_allocation(args: argparse.Namespace) -> dict:
-    """The allocation options the user gave (:func:`add_roi_arguments`), for semlib.codec.encode_image;
-    the ones not given are left out, so that ``--roi auto`` fills them with its defaults."""
-    out = {}
-    top = getattr(args, "roi_top", None)
-    if top is not None:
-        if not (math.isfinite(top) and 0 <= top <= 1):
-            raise SemlibError(f"--roi-top must be a fraction in [0, 1], got {top:g}")
-        out["top"] = None if top == 0 else top
-    boost = getattr(args, "roi_boost", None)
-    if boost is not None:
-        if not (math.isfinite(boost) and boost >= 1):
-            raise SemlibError(f"--roi-boost must be a finite number >= 1, got {boost:g}")
-        out["boost"] = boost
-    steps = getattr(args, "roi_steps", None)
-    if steps is not None:
-        if not 2 <= steps <= 256:
-            raise SemlibError(f"--roi-steps must be a number of levels in 2..256, got {steps}")
-        out["steps"] = steps
-    return out
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -574,6 +574,49 @@ def importance_map(image, *, classifier="efficientnet_lite0", target=None, topk:
 
 
 # ---------------------------------------------------------------------------------------
+# The cache of importance maps on disk (training reads uint8 PNGs, evaluation float32 .npy)
+
+
+def cached_map(compute: Callable[[], np.ndarray], cache_dir, name: str | None, shape: tuple[int, int]) -> np.ndarray:
+    """The importance map stored as ``cache_dir / name``, else ``compute()`` stored there
+    (written atomically: a temporary file renamed into place); ``cache_dir`` None: no cache.
+    A stored map that cannot be read, or has another shape or type, is recomputed.
+
+    The one cache of maps, in two encodings chosen by the name's suffix: ``.png`` holds
+    uint8 maps (0..255; the training set keeps its maps so in RAM, and a PNG is a quarter of
+    a float32 file), ``.npy`` float32 maps exactly as :func:`importance_map` gave them (the
+    evaluation codes with them)."""
+    png = name is not None and name.endswith(".png")
+    file = None if cache_dir is None else Path(cache_dir) / name
+    if file is not None and file.is_file():
+        try:
+            if png:
+                from PIL import Image
+
+                with Image.open(file) as im:
+                    m = np.asarray(im.convert("L"))
+            else:
+                m = np.load(file)
+            if m.shape == tuple(shape) and m.dtype == (np.uint8 if png else np.float32):
+                return m
+        except (OSError, ValueError):
+            pass                                    # unreadable: recompute and overwrite
+    m = compute()
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        if png:
+            from PIL import Image
+
+            Image.fromarray(m).save(tmp, format="PNG")
+        else:
+            with open(tmp, "wb") as f:
+                np.save(f, m)
+        os.replace(tmp, file)
+    return m
+
+
+# ---------------------------------------------------------------------------------------
 # A classifier-free map, to judge Grad-CAM's allocations with something independent of it
 
 

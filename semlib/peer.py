@@ -33,21 +33,18 @@ import math
 import os
 import struct
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from semlib import data, metrics
 from semlib.errors import CheckpointError, FormatError, SemlibError
 from semlib.models import read_checkpoint
-from semlib.train import (GracefulStop, TrainingSet, _autocast, _plain, _setup_distributed, _validation_images,
-                          atomic_save, check_output, learning_rate, log_path_for, make_batch, mix_seed,
-                          torch_threads, update_ema)
+from semlib.train import (TrainingSet, _autocast, _plain, _setup_distributed, _validation_images, atomic_save,
+                          backward_and_step, check_output, fit, log_path_for, make_batch, mix_seed, torch_threads, update_ema)
 
 PEER_FORMAT = "semlib-peer-train"
 ARCHITECTURE = "MeanScaleHyperprior"
@@ -147,17 +144,7 @@ def train_step(model, optimizer, aux_optimizer, main_params, x, args, amp_contex
     losses = peer_loss(out, x, args.lmbda)
     optimizer.zero_grad(set_to_none=True)
     aux_optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:                         # fp16 on a GPU without bf16
-        scaler.scale(losses["loss"]).backward()
-        scaler.unscale_(optimizer)
-    else:
-        losses["loss"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(main_params, args.clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    elif torch.isfinite(grad_norm):
-        optimizer.step()
+    grad_norm = backward_and_step(losses["loss"], optimizer, main_params, args.clip, scaler)
     aux = model.aux_loss()
     aux.backward()
     aux_optimizer.step()
@@ -193,6 +180,8 @@ def _check_args(args) -> None:
         raise SemlibError(f"--steps and --batch must be >= 1, got {args.steps} and {args.batch}")
     if args.time_limit is not None and not args.time_limit > 0:
         raise SemlibError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
+    if args.stop_at is not None and args.stop_at < 1:
+        raise SemlibError(f"--stop-at must be a step >= 1, got {args.stop_at}")
 
 
 def train_peer(args: argparse.Namespace) -> dict:
@@ -209,6 +198,7 @@ def train_peer(args: argparse.Namespace) -> dict:
         return _train_peer(args, out)
 
 
+# Long: the set-up of the peer's run (as train._train's); the loop is train.fit.
 def _train_peer(args, out: Path) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SemlibError("the peer trains in one process (no torchrun)")
@@ -256,58 +246,32 @@ def _train_peer(args, out: Path) -> dict:
 
     saved_at = step if args.resume else -1
 
-    def checkpoint():
+    def checkpoint(step):
         nonlocal saved_at
         if saved_at != step:
             save_peer_checkpoint(out, model, ema, optimizer, aux_optimizer, step, args, meta, scaler)
             saved_at = step
 
-    # --- the loop (the same order of things as semlib.train)
-    warmup = min(args.warmup, args.steps // 10)
-    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
-    bar = tqdm(total=args.steps, initial=step, desc=f"train peer lambda={args.lmbda:g}", disable=not args.progress)
-    sums, t_start, last = [], time.time(), {}
-    try:
-        with GracefulStop() as stop:
-            while step < stop_at:
-                t_step = time.time()
-                lr = learning_rate(step, args.steps, args.lr, warmup)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, _, _ = make_batch(dataset, args.seed, step, args.batch, map_prob=0.0, fixed_gamma=1.0)
-                x = x.to(device).contiguous(memory_format=fmt)
-                torch.manual_seed(mix_seed(args.seed, "noise", step, 0))     # the latents' uniform noise
-                values = train_step(model, optimizer, aux_optimizer, main_params, x, args, amp_context, scaler)
-                update_ema(ema, model, step, args.ema_decay)
-                step += 1
-                values["sec_per_step"] = time.time() - t_step
-                meta["wall_s"] += values["sec_per_step"]
-                sums.append(values)
-                bar.update(1)
-                bar.set_postfix(loss=f"{values['loss']:.3f}", bpp=f"{values['bpp']:.3f}",
-                                psnr=f"{values['psnr']:.2f}", refresh=False)
+    # --- the loop: semlib.train.fit
+    def one_step(step):
+        x, _, _ = make_batch(dataset, args.seed, step, args.batch, map_prob=0.0, fixed_gamma=1.0)
+        x = x.to(device).contiguous(memory_format=fmt)
+        torch.manual_seed(mix_seed(args.seed, "noise", step, 0))     # the latents' uniform noise
+        values = train_step(model, optimizer, aux_optimizer, main_params, x, args, amp_context, scaler)
+        update_ema(ema, model, step, args.ema_decay)
+        return values
 
-                if step % args.log_every == 0 or step == stop_at:       # averages since the last line
-                    last = {k: float(np.mean([v[k] for v in sums])) for k in sums[0]}
-                    write({"kind": "train", "step": step, **last, "lr": lr, "wall_s": meta["wall_s"],
-                           "time": time.time()})
-                    sums = []
-                if val_images and (step % args.val_every == 0 or step == args.steps):
-                    write({"kind": "val", "step": step, "lmbda": args.lmbda, **validate_peer(ema, val_images)})
-                out_of_time = args.time_limit is not None and time.time() - t_start > args.time_limit
-                if stop.signum is not None or out_of_time:
-                    break
-                if step % args.ckpt_every == 0:
-                    checkpoint()
-            if sums:                                  # stopped between two log lines
-                last = {k: float(np.mean([v[k] for v in sums])) for k in sums[0]}
-                write({"kind": "train", "step": step, **last, "lr": lr, "wall_s": meta["wall_s"], "time": time.time()})
-            checkpoint()
+    def validation(step):
+        return [{"kind": "val", "step": step, "lmbda": args.lmbda, **validate_peer(ema, val_images)}]
+
+    try:
+        step, last, signum = fit(args, step, meta, optimizer, one_step, write, checkpoint,
+                                 validate=validation if val_images else None,
+                                 desc=f"train peer lambda={args.lmbda:g}", progress=args.progress)
     finally:
-        bar.close()
         log.close()
     return {"step": step, "checkpoint": str(out), "log": str(log_path), "interrupted": step < args.steps,
-            "signal": stop.signum, "wall_s": float(meta["wall_s"]), "last": last, "images": len(dataset)}
+            "signal": signum, "wall_s": float(meta["wall_s"]), "last": last, "images": len(dataset)}
 
 
 # =========================================================================== 3. the codec
@@ -446,6 +410,8 @@ def add_peer_train_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
       help=f"total steps; also sets the learning-rate schedule (default {DEFAULT_STEPS})")
     a("--time-limit", type=float, default=None, help="stop (with a checkpoint) after this many seconds")
     a("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps of this run")
+    a("--stop-at", type=int, default=None, metavar="STEP",
+      help="stop (with a checkpoint) at this step of the whole run, resumed or not (as semlib train --stop-at)")
     a("--lmbda", type=float, default=DEFAULT_LMBDA,
       help=f"rate-distortion trade-off, CompressAI units: lambda*255^2*MSE + bpp (default {DEFAULT_LMBDA})")
     a("--N", type=int, default=128, help="channels of the transforms (default 128)")

@@ -478,41 +478,20 @@ def sweep(codec, images: dict[str, np.ndarray], qualities, dataset: str = "image
     (name -> uint8 H x W x 3), as a results dict in CompressAI's shape (means over images
     under ``results``, values per image under ``per_image``).
 
-    The same numbers as :func:`semlib.evaluate.evaluate_codec` for these three metrics,
-    without its SSIM, SI-SSIM and timings: on the 2-3 megapixel Tecnick and CLIC images
+    It is :func:`semlib.evaluate.evaluate_codec` asked for these three metrics alone
+    (its ``keys``), without SSIM, SI-SSIM and timings: on the 2-3 megapixel Tecnick and CLIC images
     those take most of the time. ``codec``: a name of :data:`semlib.baselines.CODECS`
     or a codec object.
     """
-    from semlib import metrics
     from semlib.baselines import get_codec
+    from semlib.evaluate import evaluate_codec
 
     codec = get_codec(codec)
-    points = [codec.check_quality(q) for q in qualities]
-    per_image = {}
-    for name, a in images.items():
-        h, w = a.shape[:2]
-        rows = {"quality": [], "bpp": [], "psnr-rgb": [], "ms-ssim-rgb": []}
-        for q in points:
-            data = codec.encode(a, q)
-            rec = codec.decode(data)
-            rows["quality"].append(q)
-            rows["bpp"].append(metrics.bpp(len(data), h, w))
-            rows["psnr-rgb"].append(float(metrics.psnr(a, rec)))
-            big_enough = min(h, w) >= metrics.MS_SSIM_MIN_SIDE
-            rows["ms-ssim-rgb"].append(float(metrics.ms_ssim(a, rec)) if big_enough else None)
-        per_image[name] = rows
-
-    def mean(k, j):
-        vals = [r[k][j] for r in per_image.values() if r[k][j] is not None]
-        return float(np.mean(vals)) if vals else None
-
-    results = {"quality": list(points)}
-    results.update({k: [mean(k, j) for j in range(len(points))] for k in ("bpp", "psnr-rgb", "ms-ssim-rgb")})
-    version = codec.version() if hasattr(codec, "version") else "unknown"
-    return {"name": codec.name, "description": f"{codec.description}. {version}",
-            "meta": {"codec": codec.name, "dataset": dataset, "num_images": len(per_image), "images": list(per_image),
-                     "quality_name": codec.quality_name},
-            "results": results, "per_image": per_image}
+    full = evaluate_codec(codec, images, qualities=qualities, importance=None, cache_dir=None, dataset=dataset,
+                          progress=False, threads=None, keys=("bpp", "psnr-rgb", "ms-ssim-rgb"))
+    meta = {k: full["meta"][k] for k in ("codec", "dataset", "num_images", "images", "quality_name")}
+    return {"name": codec.name, "description": full["description"], "meta": meta,
+            "results": full["results"], "per_image": full["per_image"]}
 
 
 # ---------------------------------------------------------------------------------------

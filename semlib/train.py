@@ -144,23 +144,14 @@ def cached_importance(image: np.ndarray, key: str, cache_dir: Path, method: str 
     """
     if method == "uniform":
         return np.full(image.shape[:2], 255, np.uint8)
-    path = cache_dir / f"{key}_{method}.png"
-    if path.is_file():
-        try:
-            with Image.open(path) as im:
-                m = np.asarray(im.convert("L"))
-            if m.shape == image.shape[:2]:
-                return m
-        except OSError:
-            pass
-    from semlib.importance import importance_map  # loads a classifier: only when needed
+    from semlib.importance import cached_map
 
-    m = np.round(importance_map(image) * 255).astype(np.uint8)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(m).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return m
+    def compute():
+        from semlib.importance import importance_map  # loads a classifier: only when needed
+
+        return np.round(importance_map(image) * 255).astype(np.uint8)
+
+    return cached_map(compute, cache_dir, f"{key}_{method}.png", image.shape[:2])
 
 
 class TrainingSet:
@@ -583,6 +574,24 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
+def backward_and_step(loss, optimizer, params, clip: float, scaler=None) -> torch.Tensor:
+    """Backward (scaled with fp16 on a GPU without bf16), gradient-norm clipping of ``params``
+    to ``clip``, and the optimiser's step, skipped on a non-finite gradient (the scaler
+    skips it itself). Returns the gradient norm. (The peer's step uses it too.)"""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    elif torch.isfinite(grad_norm):
+        optimizer.step()
+    return grad_norm
+
+
 def train_step(net, model, optimizer, batch, args, amp_context, scaler=None) -> dict:
     """One optimisation step on ``batch`` = (x, importance, gamma): forward under autocast, the
     loss in float32, backward, gradient-norm clipping, Adam. Returns the step's values (floats)."""
@@ -592,17 +601,7 @@ def train_step(net, model, optimizer, batch, args, amp_context, scaler=None) -> 
     weights = balance_weights(gamma, x.shape[0], args.gamma_range) if args.balance_gammas else None
     losses = rate_distortion_loss(result, x, gamma, args.beta, imp if args.beta > 0 else None, weights)
     optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:                        # fp16 on a GPU without bf16
-        scaler.scale(losses["loss"]).backward()
-        scaler.unscale_(optimizer)
-    else:
-        losses["loss"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    elif torch.isfinite(grad_norm):
-        optimizer.step()                          # a non-finite gradient skips the update
+    grad_norm = backward_and_step(losses["loss"], optimizer, model.parameters(), args.clip, scaler)
     values = {k: float(v.detach()) for k, v in losses.items()}
     values["grad_norm"] = float(grad_norm)
     return values
@@ -617,6 +616,68 @@ def _any_rank(flag: bool, world: int, device) -> bool:
     return bool(t.item() > 0)
 
 
+def fit(args, step: int, meta: dict, optimizer, one_step, write, checkpoint, validate=None, snapshot=None,
+        any_rank=bool, desc: str = "train", progress: bool = True) -> tuple[int, dict, int | None]:
+    """The training loop of :mod:`semlib.train` and :mod:`semlib.peer`: from ``step`` to
+    ``args.steps`` (or ``--stop-after`` steps of this run, or the step ``--stop-at``), one
+    call of ``one_step(step)`` a step (batch, forward, loss, backward, optimiser and EMA;
+    it returns the step's values), with the learning rate of :func:`learning_rate` set on
+    ``optimizer``'s groups first. Every ``--log-every`` steps a line of the values averaged
+    since the last one is written (and, when a signal or ``--time-limit`` stops the run
+    between two, the averages of the steps since); ``validate(step)`` gives the records of
+    a validation every ``--val-every`` steps; ``checkpoint(step)`` saves every ``--ckpt-every``
+    steps and at the end; ``snapshot(step)`` every ``--snapshot-every`` steps (where the
+    caller has them). ``any_rank(flag)``: whether any process of a distributed run wants to
+    stop. Returns (the step reached, the last logged values, the signal that stopped it)."""
+    warmup = min(args.warmup, args.steps // 10)
+    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    if getattr(args, "stop_at", None) is not None:
+        stop_at = min(stop_at, args.stop_at)
+    bar = tqdm(total=args.steps, initial=step, desc=desc, disable=not progress)
+    sums, t_start, last = [], time.time(), {}
+
+    def log_averages(lr):
+        nonlocal sums, last
+        last = {k: float(np.mean([v[k] for v in sums])) for k in sums[0]}
+        write({"kind": "train", "step": step, **last, "lr": lr, "wall_s": meta["wall_s"], "time": time.time()})
+        sums = []
+
+    try:
+        with GracefulStop() as stop:
+            while step < stop_at:
+                t_step = time.time()
+                lr = learning_rate(step, args.steps, args.lr, warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                values = one_step(step)
+                step += 1
+                values["sec_per_step"] = time.time() - t_step
+                meta["wall_s"] += values["sec_per_step"]
+                sums.append(values)
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['loss']:.3f}", bpp=f"{values['bpp']:.3f}",
+                                psnr=f"{values['psnr']:.2f}", refresh=False)
+                if step % args.log_every == 0 or step == stop_at:       # averages since the last line
+                    log_averages(lr)
+                if validate is not None and (step % args.val_every == 0 or step == args.steps):
+                    for record in validate(step):
+                        write(record)
+                out_of_time = args.time_limit is not None and time.time() - t_start > args.time_limit
+                if any_rank(stop.signum is not None or out_of_time):
+                    break
+                if step % args.ckpt_every == 0:
+                    checkpoint(step)
+                if snapshot is not None and getattr(args, "snapshot_every", 0) and step % args.snapshot_every == 0:
+                    snapshot(step)
+            if sums:                                  # stopped between two log lines
+                log_averages(lr)
+            checkpoint(step)
+    finally:
+        bar.close()
+    return step, last, stop.signum
+
+
+# Long: the set-up of a run (data, model, EMA, optimiser, resume or warm start, log), read top to bottom; the loop is fit().
 def _train(args, out: Path) -> dict:
     rank, world, device = _setup_distributed(args.device)
     main = rank == 0
@@ -669,64 +730,44 @@ def _train(args, out: Path) -> dict:
 
     saved_at = step if args.resume else -1
 
-    def checkpoint():
+    def checkpoint(step):
         nonlocal saved_at
         if main and saved_at != step:
             save_checkpoint(out, model, ema, optimizer, step, args, meta, scaler)
             saved_at = step
 
-    # --- the loop
-    warmup = min(args.warmup, args.steps // 10)
-    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
-    if args.stop_at is not None:
-        stop_at = min(stop_at, args.stop_at)
-    bar = tqdm(total=args.steps, initial=step, desc=f"train {args.config}", disable=not (main and args.progress))
-    sums, t_start, last = [], time.time(), {}
-    with GracefulStop() as stop:
-        while step < stop_at:
-            t_step = time.time()
-            lr = learning_rate(step, args.steps, args.lr, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, imp, gamma = make_batch(dataset, args.seed, step, args.batch, args.map_prob, args.fixed_gamma,
-                                       rank, world, args.gamma_range, args.stratify_gammas)
-            batch = (x.to(device).contiguous(memory_format=fmt), imp.to(device), gamma.to(device))
-            torch.manual_seed(mix_seed(args.seed, "noise", step, rank))   # the latents' uniform noise
-            values = train_step(net, model, optimizer, batch, args, amp_context, scaler)
-            update_ema(ema, model, step, args.ema_decay)
-            step += 1
-            values["sec_per_step"] = time.time() - t_step
-            meta["wall_s"] += values["sec_per_step"]
-            sums.append(values)
-            bar.update(1)
-            bar.set_postfix(loss=f"{values['loss']:.3f}", bpp=f"{values['bpp']:.3f}", psnr=f"{values['psnr']:.2f}",
-                            refresh=False)
+    # --- the loop (semlib.train.fit)
+    def one_step(step):
+        x, imp, gamma = make_batch(dataset, args.seed, step, args.batch, args.map_prob, args.fixed_gamma,
+                                   rank, world, args.gamma_range, args.stratify_gammas)
+        batch = (x.to(device).contiguous(memory_format=fmt), imp.to(device), gamma.to(device))
+        torch.manual_seed(mix_seed(args.seed, "noise", step, rank))   # the latents' uniform noise
+        values = train_step(net, model, optimizer, batch, args, amp_context, scaler)
+        update_ema(ema, model, step, args.ema_decay)
+        return values
 
-            if step % args.log_every == 0 or step == stop_at:       # averages since the last line
-                last = {k: float(np.mean([v[k] for v in sums])) for k in sums[0]}
-                write({"kind": "train", "step": step, **last, "lr": lr, "wall_s": meta["wall_s"], "time": time.time()})
-                sums = []
-            if val_images and (step % args.val_every == 0 or step == args.steps):
-                for g, v in validate(ema, val_images, args.val_gammas).items():
-                    write({"kind": "val", "step": step, "gamma": g, **v})
-            out_of_time = args.time_limit is not None and time.time() - t_start > args.time_limit
-            if _any_rank(stop.signum is not None or out_of_time, world, device):
-                break
-            if step % args.ckpt_every == 0:
-                checkpoint()
-            if main and args.snapshot_every and step % args.snapshot_every == 0:
-                checkpoint()
-                export_model(out, out.with_name(f"{out.stem}_step{step}.pt"), fp16=True)
-        checkpoint()
-    bar.close()
-    if log:
-        log.close()
+    def validation(step):
+        return [{"kind": "val", "step": step, "gamma": g, **v} for g, v in validate(ema, val_images, args.val_gammas).items()]
+
+    def snapshot(step):
+        if main:
+            checkpoint(step)
+            export_model(out, out.with_name(f"{out.stem}_step{step}.pt"), fp16=True)
+
+    try:
+        step, last, signum = fit(args, step, meta, optimizer, one_step, write, checkpoint,
+                                 validate=validation if val_images else None, snapshot=snapshot,
+                                 any_rank=lambda flag: _any_rank(flag, world, device),
+                                 desc=f"train {args.config}", progress=main and args.progress)
+    finally:
+        if log:
+            log.close()
     if args.export and main and (step >= args.steps or (args.stop_at is not None and step >= args.stop_at)):
         export_model(out, args.export, fp16=args.export_fp16)
     if world > 1:
         torch.distributed.destroy_process_group()
     return {"step": step, "checkpoint": str(out), "log": str(log_path), "interrupted": step < args.steps,
-            "signal": stop.signum, "last": last, "images": len(dataset), "rank": rank}
+            "signal": signum, "last": last, "images": len(dataset), "rank": rank}
 
 
 # =========================================================================== 6. validation and export
@@ -799,6 +840,7 @@ def export_model(checkpoint, out, fp16: bool = False) -> Path:
 # =========================================================================== 7. the command line
 
 
+# Long: the table of training options, one a line.
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``semlib train`` (docs/METHOD.md §9)."""
     a = parser.add_argument

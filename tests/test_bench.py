@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semlib import bench, data
+from experiments import benchmarks as bench
+from semlib import data
 
 
 def positive(x) -> bool:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,28 @@ def test_data_verify_reports_missing_and_differing_files(tmp_path, capsys):
     assert main(["data", "download", "nosuch"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no such folder" in err[0] and "unknown data set 'nosuch'" in err[1]
+
+
+_WITHOUT_TORCH = """
+import sys
+from semlib.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:          # argparse's --help
+    code = e.code
+print("exit", code)
+print("torch" in sys.modules, "compressai" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("args", [["info", "FILE"], ["info", "FILE", "--json"], ["--help"], ["info", "--help"]])
+def test_info_and_help_start_without_torch(args):
+    """`semlib info` reads the file format alone (semlib.semc) and `semlib --help` lists the
+    commands without reading the options of train, eval and bench: neither imports torch."""
+    semc_file = str(Path(__file__).resolve().parent / "data" / "v2_tiny_roi.semc")
+    argv = [semc_file if a == "FILE" else a for a in args]
+    p = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *argv], capture_output=True, text=True, timeout=120)
+    lines = p.stdout.strip().splitlines()
+    assert lines[-2] == "exit 0", p.stdout + p.stderr[-2000:]
+    assert lines[-1] == "False False", p.stdout
+    assert ("usage: semlib" if "--help" in args else "96") in p.stdout

@@ -178,3 +178,17 @@ def test_rate_control_tries_the_ends_first_and_converges_in_few_encodings(photo,
                                 reconstruct=False, tolerance=0.01)
     assert inside.met_target or abs(inside.bpp - math.sqrt(lo * hi)) < 0.01 * max(lo, hi)
     assert len(calls) <= 10
+
+
+def test_a_model_changed_in_place_writes_its_new_fingerprint(photo):
+    """codec.get_model keeps a model's fingerprint on it only while its weights are the same:
+    a model trained further in the same process writes files that its new weights decode."""
+    from semlib.models import fingerprint, random_model
+
+    model = random_model("tiny", 3)
+    before = codec.encode(photo, gamma=300.0, model=model)
+    with torch.no_grad():
+        model.stem.weight.mul_(1.01)                      # what an optimiser step does
+    after = codec.encode(photo, gamma=300.0, model=model)
+    assert codec.parse(before).fingerprint != codec.parse(after).fingerprint == fingerprint(model)
+    assert codec.decode(after, model=model).shape == photo.shape

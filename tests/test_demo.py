@@ -210,7 +210,7 @@ def test_cli_bad_input_gives_one_line_and_exit_2(tmp_path, photo_png, tiny_ckpt,
 
 
 def test_cli_without_a_shipped_checkpoint_says_so(tmp_path, photo_png, monkeypatch, capsys):
-    monkeypatch.setattr(models, "SHIPPED_CHECKPOINT", tmp_path / "small.pt")
+    monkeypatch.setattr(models.zoo, "SHIPPED_CHECKPOINT", tmp_path / "small.pt")
     codec._cached_model.cache_clear()
     try:
         assert main(["demo", str(photo_png), "-o", str(tmp_path / "d.png")]) == 2

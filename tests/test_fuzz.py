@@ -4,7 +4,6 @@ valid; nothing reaches compressai's unchecked C++ rANS decoder.
 The long run (10,000 cases in worker processes, crashes and hangs detected) is
 ``scripts/fuzz_decode.py``; this file runs a few hundred cases in-process."""
 
-import importlib.util
 import struct
 import subprocess
 import sys
@@ -24,17 +23,7 @@ from semlib import entropy
 from semlib.entropy import SCALE_TABLE, table_arrays
 from semlib.models import LATENT_LIMIT
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _load_script("fuzz_decode")
+from experiments import fuzzing as fuzz  # the repository root is on pytest's path (pyproject.toml)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +150,7 @@ def test_a_configuration_with_too_few_symbols_per_latent_is_refused(photo):
 
 
 def test_a_few_hundred_mutated_files_decode_or_raise_format_error(seeds, tiny_model):
-    """20 cases of each mutation kind of scripts/fuzz_decode.py (another seed than its long run)."""
+    """20 cases of each mutation kind of experiments/fuzzing.py (another seed than its long run)."""
     outcomes = {}
     for i in range(20 * len(fuzz.KINDS)):
         kind, name, data = fuzz.make_case(i, 7, seeds)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from semlib import ImageError, SemlibError, codec, data
+from semlib import ImageError, SemlibError, codec, data, semc
 from semlib.cli import main
 
 
@@ -116,7 +116,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_any_work(tiny_model, mo
         codec.encode(_rgb(50, 51), gamma=100.0, model=tiny_model)
     assert codec.encode(_rgb(50, 50), gamma=100.0, model=tiny_model) == made_before
     # ... and the decoder refuses a file that claims more pixels than its limit
-    monkeypatch.setattr(codec, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(semc, "MAX_PIXELS", 1000)       # the file's parser (semlib.semc)
     with pytest.raises(SemlibError, match="implausible image size 50x50"):
         codec.decode(made_before, model=tiny_model)
 

@@ -80,12 +80,9 @@ def test_a_decoder_whose_priors_differ_slightly_still_decodes(photo, tiny_model,
 
 
 def test_a_tampered_symbol_checksum_is_reported_as_different_arithmetic(photo, tiny_model):
-    import importlib.util
     import struct
 
-    spec = importlib.util.spec_from_file_location("fuzz_decode", HERE.parent / "scripts" / "fuzz_decode.py")
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
+    from experiments import fuzzing as fuzz
     good = codec.encode(photo, gamma=300.0, model=tiny_model)
     body = fuzz.body_of(good)
     (crc,) = struct.unpack_from("<I", body, fuzz.layout(good)["symbols_crc"])
@@ -106,6 +103,44 @@ def test_files_of_format_version_1_still_decode_to_the_same_image(tiny_model, ta
     blob = (HERE / "data" / f"v1_tiny_{tag}.semc").read_bytes()
     assert codec.parse(blob).version == 1
     assert hashlib.sha256(codec.decode(blob, model=tiny_model).tobytes()).hexdigest() == sha
+
+
+@pytest.mark.parametrize("tag, sha", [
+    ("g64", "17b3f254b46ab4c1fee30a0072caa79431a3e528c22db6f3df31bfb074515f5b"),
+    ("g1000", "cc470aeeafdbb6a28b019fc98d90e68268b4b40ecdff04a84d3065a1ea79b4ae"),
+    ("roi", "c5456cffe8153f768ea599dec4e7e2bd352566dd0e6b3c9749583aa808a7f2ad"),
+    ("bpp", "039cbf54625034a1e6fbe6dc08a708e64f7bda3105b65fbeefb81c782ba7ab68"),
+])
+def test_files_written_before_the_package_was_reshaped_decode_to_the_same_image(tiny_model, tag, sha):
+    """tests/data/v2_tiny_*.semc were written by semlib (format version 2) before the
+    package was split into semlib/models/, semlib/rate_control.py, ... (issue 14): the
+    coffee crop of the ``photo`` fixture, the ``tiny`` model of random_model('tiny', 0), at
+    gamma 64 and 1000, with an ROI mask at gamma 300, and at a target of 0.3 bpp. The
+    hashes are of the images the decoder gave then."""
+    blob = (HERE / "data" / f"v2_tiny_{tag}.semc").read_bytes()
+    assert codec.parse(blob).version == 2
+    assert hashlib.sha256(codec.decode(blob, model=tiny_model).tobytes()).hexdigest() == sha
+
+
+@pytest.mark.parametrize("name, sha", [
+    ("chelsea_g64", "23a807bfa13bead40da1af08527c530b7c7c1d62d7c1d1fb0d223f63916a40e7"),
+    ("chelsea_g512", "925b37074bf5381b51cb297712e1a028b4b8f6f8cfc741768c8364834697c4ef"),
+    ("coffee_roi_g128", "664d05571790108024722d8b8fc2e5c2bf1719a1709e6db63b5280d66e906382"),
+    ("coffee_bpp08", "727907d97b3a2b83ac8488d42233e03f5f97de91d5f5af28026ca2cd86537787"),
+])
+def test_files_of_the_shipped_model_written_before_the_reshape_decode_to_the_same_image(name, sha):
+    """tests/data/v2_small_*.semc were written with ``semlib compress`` and the shipped
+    small model before issue 14's reshape (192 x 256 crops of scikit-image's chelsea
+    [40:232, 100:356] and coffee [100:292, 150:406]; --gamma 64 and 512, --roi auto
+    --gamma 128, --bpp 0.8). A later shipped model cannot decode them (the fingerprint
+    differs): then the test is skipped, the files have done their job."""
+    from semlib.models import fingerprint, load_model
+
+    blob = (HERE / "data" / f"v2_small_{name}.semc").read_bytes()
+    model = load_model()
+    if codec.parse(blob).fingerprint != fingerprint(model):
+        pytest.skip("the shipped model is no longer the one that wrote these files")
+    assert hashlib.sha256(codec.decode(blob, model=model).tobytes()).hexdigest() == sha
 
 
 # --------------------------------------------------------------------------- other instruction sets

@@ -247,14 +247,10 @@ def test_every_truncation_of_a_tiled_file_is_refused(tiny_model, tiled_file):
 
 
 def test_fuzzed_tiled_files_decode_or_raise_format_error(tiny_model):
-    """6 cases of each kind of ``scripts/fuzz_decode.py --tiled`` (its tiled seeds, in-process)."""
-    import importlib.util
-    from pathlib import Path
+    """6 cases of each kind of ``scripts/fuzz_decode.py --tiled`` (experiments/fuzzing.py's tiled
+    seeds, in-process)."""
+    from experiments import fuzzing as fuzz  # the repository root is on pytest's path (pyproject.toml)
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "fuzz_decode.py"
-    spec = importlib.util.spec_from_file_location("fuzz_decode_tiled", path)
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
     seeds = fuzz.tiled_seed_files(tiny_model)
     assert all(b[4] == 3 for b in seeds.values())
     outcomes = {}
