@@ -225,30 +225,10 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
 
-# Long: one pass over the file, field by field in the order of the layout above, each checked where it is read.
-def parse(data: bytes) -> Header:
-    """Read and check a ``.semc`` file's structure (no model needed). Raises
-    :class:`semlib.FormatError` naming the first problem found."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise FormatError(f"expected the file's bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if _is_tiled(data):                                  # version 3: a large image in tiles
-        from semlib import tiling                        # (torch: only for a tiled file)
-
-        return tiling.parse(data)
-    if len(data) < len(MAGIC) or data[:4] != MAGIC:
-        raise FormatError("not a .semc file (wrong magic bytes)")
-    if len(data) < 4 + 2 + 8 + 1 + 8 + 4 + 1 + 4:
-        raise FormatError(f"file truncated: {len(data)} bytes is shorter than any .semc header")
-    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
-    version = data[4]
-    if version not in VERSIONS:
-        raise FormatError(f"unsupported format version {version} (this semlib reads versions "
-                          f"{', '.join(map(str, VERSIONS))}; a newer semlib may read it)")
-    if zlib.crc32(body) != crc:
-        raise FormatError("checksum mismatch: the file is corrupted or truncated")
-    r = _Reader(body)
-    r.take(5, "magic and version")
+def read_image_header(r: _Reader) -> tuple:
+    """The fields every version's header has after the magic and version bytes, read and
+    checked: (height, width, configuration name, fingerprint, gamma, level map or None).
+    Shared by :func:`parse` and :func:`semlib.tiling.parse`."""
     flags, height, width = r.unpack("<BII", "flags and image size")
     if flags & ~FLAG_MAP:
         raise FormatError(f"unknown flags {flags:#x}")
@@ -278,6 +258,34 @@ def parse(data: bytes) -> Header:
         if len(raw) != rows * cols or not d.eof:
             raise FormatError(f"level map holds {len(raw)} bytes, expected {rows * cols} ({rows}x{cols} blocks)")
         levels = LevelMap(np.frombuffer(raw, np.uint8).reshape(rows, cols).copy(), lo, hi, kappa)
+    return height, width, config, fp, gamma, levels
+
+
+# Long: one pass over the file, field by field in the order of the layout above, each checked where it is read.
+def parse(data: bytes) -> Header:
+    """Read and check a ``.semc`` file's structure (no model needed). Raises
+    :class:`semlib.FormatError` naming the first problem found."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"expected the file's bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if _is_tiled(data):                                  # version 3: a large image in tiles
+        from semlib import tiling                        # (torch: only for a tiled file)
+
+        return tiling.parse(data)
+    if len(data) < len(MAGIC) or data[:4] != MAGIC:
+        raise FormatError("not a .semc file (wrong magic bytes)")
+    if len(data) < 4 + 2 + 8 + 1 + 8 + 4 + 1 + 4:
+        raise FormatError(f"file truncated: {len(data)} bytes is shorter than any .semc header")
+    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+    version = data[4]
+    if version not in VERSIONS:
+        raise FormatError(f"unsupported format version {version} (this semlib reads versions "
+                          f"{', '.join(map(str, VERSIONS))}; a newer semlib may read it)")
+    if zlib.crc32(body) != crc:
+        raise FormatError("checksum mismatch: the file is corrupted or truncated")
+    r = _Reader(body)
+    r.take(5, "magic and version")
+    height, width, config, fp, gamma, levels = read_image_header(r)
     (k,) = r.unpack("<B", "number of latent strings")
     if not 0 < k <= MAX_LATENTS:
         raise FormatError(f"implausible number of latent strings: {k}")

@@ -264,7 +264,8 @@ def is_tiled(data) -> bool:
 def parse(data: bytes) -> TiledHeader:
     """Read and check a version-3 file's structure (no model needed); raises
     :class:`semlib.FormatError` naming the first problem found."""
-    from semlib.codec import FLAG_MAP, MAX_LATENTS, MAX_PIXELS, MAX_SIDE, LevelMap, _parse_sides, _Reader
+    from semlib.codec import MAX_LATENTS, _parse_sides, _Reader
+    from semlib.semc import read_image_header
 
     data = bytes(data)
     if len(data) < 4 + 2 + 8 + 1 + 8 + 4 + 8 + 4:
@@ -274,35 +275,7 @@ def parse(data: bytes) -> TiledHeader:
         raise FormatError("checksum mismatch: the file is corrupted or truncated")
     r = _Reader(body)
     r.take(5, "magic and version")
-    flags, height, width = r.unpack("<BII", "flags and image size")
-    if flags & ~FLAG_MAP:
-        raise FormatError(f"unknown flags {flags:#x}")
-    if not (0 < height < MAX_SIDE and 0 < width < MAX_SIDE) or height * width > MAX_PIXELS:
-        raise FormatError(f"implausible image size {height}x{width} (limit {MAX_PIXELS} pixels)")
-    (n,) = r.unpack("<B", "configuration name length")
-    try:
-        config = r.take(n, "configuration name").decode("ascii")
-    except UnicodeDecodeError:
-        raise FormatError("configuration name is not ASCII") from None
-    fp = r.take(8, "checkpoint fingerprint")
-    (gamma,) = r.unpack("<f", "gamma")
-    if not math.isfinite(gamma) or gamma <= 0:
-        raise FormatError(f"gamma in the file is {gamma}, not a finite number > 0")
-    levels = None
-    if flags & FLAG_MAP:
-        kappa, lo, hi, m = r.unpack("<fffI", "level map header")
-        if not all(math.isfinite(v) for v in (kappa, lo, hi)) or kappa < 0 or hi < lo or hi - lo > 50:
-            raise FormatError("level map header holds invalid values")
-        packed = r.take(m, "level map")
-        rows, cols = -(-height // BLOCK), -(-width // BLOCK)
-        try:
-            d = zlib.decompressobj()
-            raw = d.decompress(packed, rows * cols + 1)
-        except zlib.error as e:
-            raise FormatError(f"level map cannot be unpacked ({e})") from None
-        if len(raw) != rows * cols or not d.eof:
-            raise FormatError(f"level map holds {len(raw)} bytes, expected {rows * cols} ({rows}x{cols} blocks)")
-        levels = LevelMap(np.frombuffer(raw, np.uint8).reshape(rows, cols).copy(), lo, hi, kappa)
+    height, width, config, fp, gamma, levels = read_image_header(r)
     tile, overlap, t = r.unpack("<HHI", "tile size, overlap and number of tiles")
     try:
         tile, overlap = check_tiling(tile, overlap)
