@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from semlib import data as sdata
-from semlib import tiling
+from semlib import semc, tiling
 from semlib.errors import FormatError, SemlibError
 from semlib.allocation import BLOCK, GAMMA_RANGE
 from semlib.entropy import CODING_THREADS
@@ -346,12 +346,7 @@ def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
         return tiling.decode(data, model, checkpoint)
     header = parse(data)
     model, fp = get_model(model, checkpoint)
-    if header.config != model.config.name:
-        raise FormatError(f"file was made with the {header.config!r} configuration, "
-                          f"the decoder has {model.config.name!r}")
-    if header.fingerprint != fp:
-        raise FormatError("file was made with a different checkpoint "
-                          f"(fingerprint {header.fingerprint.hex()}, decoder {fp.hex()})")
+    semc.check_model(header, model, fp)
     if len(header.strings) != model.num_latents:
         raise FormatError(f"file holds {len(header.strings)} latent strings, the model needs {model.num_latents}")
     padded = (header.height + (-header.height) % MAX_STRIDE, header.width + (-header.width) % MAX_STRIDE)

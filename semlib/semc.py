@@ -176,14 +176,31 @@ class LevelMap:
 # --------------------------------------------------------------------------- the file
 
 
-def _pack(height, width, config_name, fp, gamma, levels: LevelMap | None, strings, sides, symbols_crc) -> bytes:
+def write_image_header(version: int, height, width, config_name, fp, gamma, levels: LevelMap | None) -> bytearray:
+    """Magic, version and the fields every version's header has (:func:`read_image_header`
+    reads them back). Shared by :func:`_pack` and :func:`semlib.tiling.pack`."""
     name = config_name.encode("ascii")
     out = bytearray(MAGIC)
-    out += struct.pack("<BBII", VERSION, FLAG_MAP if levels is not None else 0, height, width)
+    out += struct.pack("<BBII", version, FLAG_MAP if levels is not None else 0, height, width)
     out += struct.pack("<B", len(name)) + name + fp + struct.pack("<f", gamma)
     if levels is not None:
         packed = zlib.compress(levels.q.tobytes(), 9)
         out += struct.pack("<fffI", levels.kappa, levels.log_lo, levels.log_hi, len(packed)) + packed
+    return out
+
+
+def check_model(header, model, fp: bytes) -> None:
+    """FormatError unless the file's configuration and fingerprint are the decoder's."""
+    if header.config != model.config.name:
+        raise FormatError(f"file was made with the {header.config!r} configuration, "
+                          f"the decoder has {model.config.name!r}")
+    if header.fingerprint != fp:
+        raise FormatError("file was made with a different checkpoint "
+                          f"(fingerprint {header.fingerprint.hex()}, decoder {fp.hex()})")
+
+
+def _pack(height, width, config_name, fp, gamma, levels: LevelMap | None, strings, sides, symbols_crc) -> bytes:
+    out = write_image_header(VERSION, height, width, config_name, fp, gamma, levels)
     out += struct.pack("<B", len(strings))
     out += struct.pack(f"<{len(strings)}I", *(len(s) for s in strings))
     side = b"".join(pack_sides(pos, bits) for pos, bits in sides)

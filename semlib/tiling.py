@@ -207,15 +207,9 @@ def _pack_section(strings, sides, symbols_crc) -> bytes:
 
 
 def pack(height, width, config_name, fp, gamma, levels, grid: Grid, sections) -> bytes:
-    from semlib.codec import FLAG_MAP, MAGIC
+    from semlib.semc import write_image_header
 
-    name = config_name.encode("ascii")
-    out = bytearray(MAGIC)
-    out += struct.pack("<BBII", VERSION, FLAG_MAP if levels is not None else 0, height, width)
-    out += struct.pack("<B", len(name)) + name + fp + struct.pack("<f", gamma)
-    if levels is not None:
-        packed = zlib.compress(levels.q.tobytes(), 9)
-        out += struct.pack("<fffI", levels.kappa, levels.log_lo, levels.log_hi, len(packed)) + packed
+    out = write_image_header(VERSION, height, width, config_name, fp, gamma, levels)
     out += struct.pack("<HHI", grid.tile, grid.overlap, len(sections))
     out += struct.pack(f"<{len(sections)}I", *(len(s) for s in sections))
     for s in sections:
@@ -348,16 +342,11 @@ def encode_tiles(model, fp, img: np.ndarray, grid: Grid, gamma: float, levels, r
 def decode(data: bytes, model=None, checkpoint=None) -> np.ndarray:
     """A version-3 file -> RGB ``uint8`` H x W x 3, decoded one tile at a time (the checks of
     :func:`semlib.codec.decode`, per tile)."""
-    from semlib import codec
+    from semlib import codec, semc
 
     header = parse(data)
     model, fp = codec.get_model(model, checkpoint)
-    if header.config != model.config.name:
-        raise FormatError(f"file was made with the {header.config!r} configuration, "
-                          f"the decoder has {model.config.name!r}")
-    if header.fingerprint != fp:
-        raise FormatError("file was made with a different checkpoint "
-                          f"(fingerprint {header.fingerprint.hex()}, decoder {fp.hex()})")
+    semc.check_model(header, model, fp)
     for i, t in enumerate(header.tiles):
         if len(t.strings) != model.num_latents:
             raise FormatError(f"tile {i} holds {len(t.strings)} latent strings, the model needs {model.num_latents}")
