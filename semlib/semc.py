@@ -74,6 +74,7 @@ FLAG_MAP = 1
 MAX_SIDE = 1 << 16                      # refuse forged sizes before allocating anything
 MAX_PIXELS = _DATA_MAX_PIXELS
 MAX_LATENTS = 64
+MAX_STRIDE = 64                         # images are padded to a multiple of this (the models' total stride)
 
 
 # --------------------------------------------------------------------------- the fragile-symbol lists

@@ -52,11 +52,11 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from semlib import data as sdata
 from semlib.errors import FormatError, SemlibError
-from semlib.models import BLOCK, MAX_STRIDE
+from semlib.allocation import BLOCK
+from semlib.semc import MAX_STRIDE
 
 VERSION = 3
 THRESHOLD = 4 * 1024 * 1024          # pixels: larger images are tiled by default (16 MP untiled: ~3 GB RSS)
@@ -187,7 +187,7 @@ def assemble(grid: Grid, reconstructions) -> np.ndarray:
     return out
 
 
-def _hwc(x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
+def _hwc(x_hat, h: int, w: int) -> np.ndarray:
     return x_hat[0, :, :h, :w].detach().cpu().float().permute(1, 2, 0).numpy()
 
 
@@ -249,7 +249,7 @@ class TiledHeader:
 
 def is_tiled(data) -> bool:
     """Whether ``data`` claims to be a tiled (version-3) ``.semc`` file."""
-    from semlib.codec import MAGIC
+    from semlib.semc import MAGIC
 
     return isinstance(data, (bytes, bytearray, memoryview)) and len(data) > 4 and bytes(data[:4]) == MAGIC \
         and data[4] == VERSION
@@ -258,8 +258,7 @@ def is_tiled(data) -> bool:
 def parse(data: bytes) -> TiledHeader:
     """Read and check a version-3 file's structure (no model needed); raises
     :class:`semlib.FormatError` naming the first problem found."""
-    from semlib.codec import MAX_LATENTS, _parse_sides, _Reader
-    from semlib.semc import read_image_header
+    from semlib.semc import MAX_LATENTS, _parse_sides, _Reader, read_image_header
 
     data = bytes(data)
     if len(data) < 4 + 2 + 8 + 1 + 8 + 4 + 8 + 4:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semlib import codec
+from semlib import codec, data
 from semlib.cli import main
 
 
@@ -140,8 +140,21 @@ def test_info_and_help_start_without_torch(args):
     commands without reading the options of train, eval and bench: neither imports torch."""
     semc_file = str(Path(__file__).resolve().parent / "data" / "v2_tiny_roi.semc")
     argv = [semc_file if a == "FILE" else a for a in args]
+    _assert_without_torch(argv, "usage: semlib" if "--help" in args else "96")
+
+
+def test_info_on_a_tiled_file_starts_without_torch(tmp_path, tiny_model):
+    """A tiled (version-3) file's structure is read by semlib.tiling's torch-free parser."""
+    scene = data.sample_image("astronaut")[:200, :300].copy()
+    path = tmp_path / "tiled.semc"
+    path.write_bytes(codec.encode_image(scene, gamma=64.0, model=tiny_model, tile=128, tile_overlap=16).data)
+    _assert_without_torch(["info", str(path)], "300")
+    _assert_without_torch(["info", str(path), "--json"], '"tiles"')
+
+
+def _assert_without_torch(argv, expect: str):
     p = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *argv], capture_output=True, text=True, timeout=120)
     lines = p.stdout.strip().splitlines()
     assert lines[-2] == "exit 0", p.stdout + p.stderr[-2000:]
     assert lines[-1] == "False False", p.stdout
-    assert ("usage: semlib" if "--help" in args else "96") in p.stdout
+    assert expect in p.stdout, p.stdout

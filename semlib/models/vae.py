@@ -57,11 +57,11 @@ from semlib import entropy
 from semlib.allocation import BLOCK
 from semlib.entropy import SCALE_TABLE, coding_threads
 from semlib.models.layers import GammaEmbedding, LatentBlock, ResBlock, _PatchUp, _patch_down, sga_round
+from semlib.semc import MAX_STRIDE              # images are padded to a multiple of this (the file format's too)
 
 if TYPE_CHECKING:
     from semlib.models.zoo import Config
 
-MAX_STRIDE = 64                 # images are padded to a multiple of this
 LATENT_LIMIT = 1 << 16          # |round(mu_q - mu_p)| is clipped to this before coding
 MIN_SYMBOLS = 8                 # compressai's encoder overruns its buffer on strings of 1-3 symbols
 
