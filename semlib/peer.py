@@ -43,8 +43,9 @@ import torch.nn.functional as F
 from semlib import data, metrics
 from semlib.errors import CheckpointError, FormatError, SemlibError
 from semlib.models import read_checkpoint
-from semlib.train import (TrainingSet, _autocast, _plain, _setup_distributed, _validation_images, atomic_save,
-                          backward_and_step, check_output, fit, log_path_for, make_batch, mix_seed, torch_threads, update_ema)
+from semlib.train import (TrainingSet, atomic_save, autocast_for, backward_and_step, check_output, fit, log_path_for,
+                          make_batch, mix_seed, plain_values, setup_distributed, torch_threads, update_ema,
+                          validation_images)
 
 PEER_FORMAT = "semlib-peer-train"
 ARCHITECTURE = "MeanScaleHyperprior"
@@ -107,7 +108,7 @@ def save_peer_checkpoint(path, model, ema, optimizer, aux_optimizer, step: int, 
             "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "ema": {k: v.detach().clone() for k, v in ema.state_dict().items()},
             "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
-            "step": int(step), "args": _plain(vars(args)), "meta": _plain(meta)}
+            "step": int(step), "args": plain_values(vars(args)), "meta": plain_values(meta)}
     if scaler is not None:
         blob["scaler"] = scaler.state_dict()
     atomic_save(blob, path)
@@ -202,7 +203,7 @@ def train_peer(args: argparse.Namespace) -> dict:
 def _train_peer(args, out: Path) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SemlibError("the peer trains in one process (no torchrun)")
-    _, _, device = _setup_distributed(args.device)
+    _, _, device = setup_distributed(args.device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
 
     # --- data (the images only: no importance maps), model, EMA, optimizers, checkpoint
@@ -213,7 +214,7 @@ def _train_peer(args, out: Path) -> dict:
     main_params, aux_params = parameter_groups(model)
     optimizer = torch.optim.Adam(main_params, lr=args.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=args.aux_lr)
-    amp_context, scaler = _autocast(device, args.amp)
+    amp_context, scaler = autocast_for(device, args.amp)
     step, meta = 0, {"wall_s": 0.0}
     if args.resume:
         blob = load_peer_checkpoint(out)
@@ -236,7 +237,7 @@ def _train_peer(args, out: Path) -> dict:
 
     meta.update(data=str(args.data), images=len(dataset), device=device.type, torch=torch.__version__,
                 compressai=compressai.__version__, architecture=f"{ARCHITECTURE}(N={args.N}, M={args.M})")
-    val_images = _validation_images(args.val_data, args.val_images, args.crop) if args.val_every > 0 else []
+    val_images = validation_images(args.val_data, args.val_images, args.crop) if args.val_every > 0 else []
     log_path = log_path_for(out) if args.log is None else Path(args.log)
     log = open(log_path, "a")
 

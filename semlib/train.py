@@ -335,12 +335,12 @@ def _weights(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("entropy.")}
 
 
-def _plain(value):
+def plain_values(value):
     """argparse values -> what torch.load(weights_only=True) accepts (numbers, strings, lists, dicts)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_values(v) for v in value]
     if value is None or isinstance(value, bool):
         return value
     for kind in (int, float, str):                  # also their subclasses (numpy floats, TorchVersion)
@@ -353,7 +353,7 @@ def save_checkpoint(path, model, ema, optimizer, step: int, args, meta: dict, sc
     """Format "semlib-train": config, model, ema, optimizer, step, args, meta (and the AMP scaler)."""
     blob = {"format": TRAIN_FORMAT, "version": 1, "config": asdict(model.config),
             "model": _weights(model), "ema": _weights(ema), "optimizer": optimizer.state_dict(),
-            "step": int(step), "args": _plain(vars(args)), "meta": _plain(meta)}
+            "step": int(step), "args": plain_values(vars(args)), "meta": plain_values(meta)}
     if scaler is not None:
         blob["scaler"] = scaler.state_dict()
     atomic_save(blob, path)
@@ -489,7 +489,7 @@ class GracefulStop:
         return False
 
 
-def _setup_distributed(device_arg: str):
+def setup_distributed(device_arg: str):
     """(rank, world, device): DistributedDataParallel when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available() and device_arg in ("auto", "cuda")
@@ -506,7 +506,7 @@ def _setup_distributed(device_arg: str):
     return dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu")
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast_for(device: torch.device, amp: bool):
     """bf16 autocast on the CPU and on CUDA GPUs that have it, fp16 (with a GradScaler) otherwise."""
     if not amp:
         return contextlib.nullcontext(), None
@@ -679,7 +679,7 @@ def fit(args, step: int, meta: dict, optimizer, one_step, write, checkpoint, val
 
 # Long: the set-up of a run (data, model, EMA, optimiser, resume or warm start, log), read top to bottom; the loop is fit().
 def _train(args, out: Path) -> dict:
-    rank, world, device = _setup_distributed(args.device)
+    rank, world, device = setup_distributed(args.device)
     main = rank == 0
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
 
@@ -691,7 +691,7 @@ def _train(args, out: Path) -> dict:
     model.train_quantization = args.quantization
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    amp_context, scaler = _autocast(device, args.amp)
+    amp_context, scaler = autocast_for(device, args.amp)
     step, meta = 0, {"wall_s": 0.0}
     if args.resume:
         blob = load_checkpoint(out)
@@ -719,7 +719,7 @@ def _train(args, out: Path) -> dict:
                 torch=torch.__version__, config=args.config)
     net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
-    val_images = _validation_images(args.val_data, args.val_images, args.crop) if main and args.val_every > 0 else []
+    val_images = validation_images(args.val_data, args.val_images, args.crop) if main and args.val_every > 0 else []
     log_path = log_path_for(out) if args.log is None else Path(args.log)
     log = open(log_path, "a") if main else None
 
@@ -773,7 +773,7 @@ def _train(args, out: Path) -> dict:
 # =========================================================================== 6. validation and export
 
 
-def _validation_images(folder, count: int, crop: int) -> list[torch.Tensor]:
+def validation_images(folder, count: int, crop: int) -> list[torch.Tensor]:
     """Center crops (``crop`` x ``crop``, at most the image, a multiple of 64) of the first
     ``count`` images of ``folder`` (default: Kodak, if it can be found; else none)."""
     if folder is None:
