@@ -8,6 +8,7 @@ scripts/benchmarks.py; it times with :func:`timed` too.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -165,6 +166,22 @@ def training_flops_per_pixel(config: str = "small", crop: int = 128) -> float:
     with FlopCounterMode(display=False) as counter:
         rate_distortion_loss(model(x, gamma), x, gamma)["loss"].backward()
     return counter.get_total_flops() / (crop * crop)
+
+
+def format_hours(lo: float, hi: float | None = None) -> str:
+    """A duration, or a range of durations, given in hours, in the unit that suits the larger one:
+    "8.6 h", "4 - 23 min", "0.4 - 1.9 min", "40 s". Ten units and more print without decimals, so
+    that a short range never reads "0 - 2 min"."""
+    hi = lo if hi is None else hi
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise ValueError(f"durations must be finite, with 0 <= lo <= hi, got {lo!r} .. {hi!r}")
+    scale, unit = (1, "h") if hi >= 1 else (60, "min") if hi * 60 >= 1 else (3600, "s")
+
+    def num(v):
+        v *= scale
+        return f"{v:.0f}" if v >= 10 else f"{v:.1f}" if v >= 0.1 else f"{v:.2f}"
+
+    return f"{num(lo)} {unit}" if num(lo) == num(hi) else f"{num(lo)} - {num(hi)} {unit}"
 
 
 def gpu_training_estimates(steps: int, batch: int, crop: int, config: str = "small",

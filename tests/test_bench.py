@@ -131,3 +131,19 @@ def test_gpu_estimates_scale_with_the_work_and_the_datasheet():
     doubled = bench.gpu_training_estimates(steps=2000, batch=4, crop=64, config="tiny")
     assert doubled[0]["hours"][0] == pytest.approx(2 * t4[0])
     assert "assumed" in rows[0]["basis"]
+
+
+def test_durations_print_in_a_unit_that_keeps_their_digits():
+    from semlib.bench import format_hours
+
+    assert format_hours(8.6, 8.6) == "8.6 h"
+    assert format_hours(1.2, 3.0) == "1.2 - 3.0 h"
+    assert format_hours(4 / 60, 23 / 60) == "4.0 - 23 min"
+    # the A100 row of notebook 05 once read "0 - 2 min"
+    assert format_hours(0.3 / 60, 1.6 / 60) == "0.3 - 1.6 min"
+    assert format_hours(40 / 3600) == "40 s"
+    assert format_hours(0.5, 0.5) == "30 min"
+    with pytest.raises(ValueError, match="0 <= lo <= hi"):
+        format_hours(2.0, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        format_hours(float("nan"))
