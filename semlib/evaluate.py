@@ -723,6 +723,44 @@ def gamma_sweep(model, images, gammas) -> np.ndarray:
     return np.array(rows)
 
 
+def fixed_rate_points(checkpoints: dict, images) -> dict[float, tuple[float, float, float]]:
+    """Fixed-rate models (gamma -> checkpoint path or model, each trained at that one gamma) on
+    ``images`` (uint8 arrays whose sides are multiples of 64): gamma -> (mean bpp of the real
+    files, mean bpp estimated from the model's likelihoods, mean PSNR in dB). Every file is
+    decoded and must give the encoder's reconstruction."""
+    import torch
+
+    from semlib import codec
+    from semlib.data import to_tensor
+    from semlib.models import load_model
+
+    from semlib.models import MAX_STRIDE
+
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise SemlibError("no images to code")
+    for im in images:
+        if im.ndim != 3 or im.shape[0] % MAX_STRIDE or im.shape[1] % MAX_STRIDE:
+            raise SemlibError(f"fixed_rate_points needs RGB images whose sides are multiples of {MAX_STRIDE} "
+                              f"(the likelihood estimate is of the unpadded image), got {im.shape}")
+    points = {}
+    for gamma, ckpt in sorted(checkpoints.items()):
+        model = load_model(ckpt) if isinstance(ckpt, (str, Path)) else ckpt
+        file_bpp, estimated, psnr = [], [], []
+        for image in images:
+            enc = codec.encode_image(image, gamma=float(gamma), model=model)
+            if not np.array_equal(codec.decode(enc.data, model=model), enc.x_hat):
+                raise SemlibError(f"the file of gamma {gamma:g} does not decode to the encoder's reconstruction")
+            file_bpp.append(enc.bpp)
+            psnr.append(metrics.psnr(image, enc.x_hat))
+            with torch.no_grad():
+                out = model(to_tensor(image), float(gamma))
+            bits = sum(float(-lik.log2().sum()) for lik in out["likelihoods"].values())
+            estimated.append(bits / (image.shape[0] * image.shape[1]))
+        points[float(gamma)] = (float(np.mean(file_bpp)), float(np.mean(estimated)), float(np.mean(psnr)))
+    return points
+
+
 def quality_sweep(codec_name: str, images, qualities) -> np.ndarray:
     """A classical codec (:func:`semlib.baselines.get_codec`) at each of ``qualities``: rows of
     (quality, mean bpp, mean PSNR in dB) over ``images``."""

@@ -287,3 +287,21 @@ def test_results_of_the_learned_codec_record_the_fingerprint_of_its_weights(tmp_
     assert evaluate.learned_codec(str(tiny_ckpt), roi="auto").model_fingerprint == want
     j = evaluate_codec("jpeg", {"p": photo}, qualities=[50], importance="uniform", progress=False)
     assert j["meta"]["model_fingerprint"] is None                                  # a classical codec has no weights
+
+
+def test_fixed_rate_points_are_real_files_beside_the_likelihood_estimate(tiny_model):
+    from semlib import codec as semc
+
+    image = sample_image("astronaut")[64:192, 128:256].copy()
+    points = evaluate.fixed_rate_points({1024.0: tiny_model, 64.0: tiny_model}, [image])
+    assert list(points) == [64.0, 1024.0]                          # sorted by gamma
+    (bpp64, est64, db64), (bpp1k, est1k, db1k) = points[64.0], points[1024.0]
+    assert bpp64 == pytest.approx(semc.encode_image(image, gamma=64.0, model=tiny_model).bpp)
+    assert bpp1k > bpp64 and est1k > est64
+    assert est64 < bpp64 * 1.2 and est64 > 0                       # the estimate is of the same latents
+    assert db64 == pytest.approx(metrics.psnr(image, semc.decode(semc.encode(image, gamma=64.0, model=tiny_model),
+                                                                  model=tiny_model)))
+    with pytest.raises(SemlibError, match="multiples of 64"):
+        evaluate.fixed_rate_points({64.0: tiny_model}, [image[:100]])
+    with pytest.raises(SemlibError, match="no images"):
+        evaluate.fixed_rate_points({64.0: tiny_model}, [])
