@@ -14,9 +14,10 @@ from semlib.models.layers import (GAIN_SPAN, ChannelNorm, GammaEmbedding, Latent
 from semlib.models.vae import (LATENT_LIMIT, MAX_STRIDE, MIN_SYMBOLS, HierarchicalVAE, _bound_latent, _channels_last,
                                _check_input, _LazyEmbeddings)
 from semlib.models.zoo import (_CONFIG_BOUNDS, _CONFIG_TUPLES, CHECKPOINT_FORMAT, CONFIGS, MAX_NAME, MAX_PARAMETERS,
-                               SHIPPED_CHECKPOINT, Config, _one_line, _resblock_parameters, build_model,
+                               SHIPPED_CHECKPOINT, TINY_REFERENCES, Config, _one_line, _resblock_parameters, build_model,
                                check_config_name, config_from_dict, count_parameters, estimate_parameters,
-                               fingerprint, load_model, random_model, read_checkpoint, save_model)
+                               fingerprint, load_model, random_model, read_checkpoint, save_model,
+                               tiny_references)
 
 __all__ = [
     "BLOCK", "GAMMA_RANGE", "CODING_THREADS", "SCALE_TABLE", "coding_threads",
@@ -24,7 +25,7 @@ __all__ = [
     "LATENT_LIMIT", "MAX_STRIDE", "MIN_SYMBOLS", "HierarchicalVAE",
     "CHECKPOINT_FORMAT", "CONFIGS", "MAX_NAME", "MAX_PARAMETERS", "SHIPPED_CHECKPOINT", "Config", "build_model",
     "check_config_name", "config_from_dict", "count_parameters", "estimate_parameters", "fingerprint",
-    "load_model", "random_model", "read_checkpoint", "save_model",
+    "load_model", "random_model", "read_checkpoint", "save_model", "TINY_REFERENCES", "tiny_references",
     "_patch_down", "_PatchUp", "_bound_latent", "_channels_last", "_check_input", "_LazyEmbeddings",
     "_CONFIG_BOUNDS", "_CONFIG_TUPLES", "_one_line", "_resblock_parameters",
 ]

@@ -214,6 +214,21 @@ CHECKPOINT_FORMAT = "semlib-model"
 # "model", a training checkpoint (semlib.train) its EMA weights
 WEIGHTS_KEY = {CHECKPOINT_FORMAT: "model", "semlib-train": "ema"}
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "small.pt"
+# notebook 04's fixed-rate `tiny` models, trained longer than a CI notebook can
+# (scripts/train_tiny_references.py; their runs.json says how): one file per gamma
+TINY_REFERENCES = SHIPPED_CHECKPOINT.parent / "tiny"
+
+
+def tiny_references() -> dict[float, Path]:
+    """gamma -> path of each shipped fixed-rate `tiny` reference model (TINY_REFERENCES), sorted
+    by gamma; empty if none ships."""
+    found = {}
+    for path in TINY_REFERENCES.glob("tiny_gamma*.pt"):
+        try:
+            found[float(path.stem.removeprefix("tiny_gamma"))] = path
+        except ValueError:
+            continue
+    return dict(sorted(found.items()))
 
 
 def read_checkpoint(path, error: str, device="cpu"):
