@@ -46,6 +46,7 @@ VARIANTS = {
     "top20_b3": (1.0, {"top": 0.2, "boost": 3.0}),
     "top20_b4": (1.0, {"top": 0.2, "boost": 4.0}),
     "top20_b5": (1.0, {"top": 0.2, "boost": 5.0}),
+    "top20_b7": (1.0, {"top": 0.2, "boost": 7.0}),
     "top20_b8": (1.0, {"top": 0.2, "boost": 8.0}),
     "top30_b4": (1.0, {"top": 0.3, "boost": 4.0}),
     "top20_b4_smooth16": (1.0, {"top": 0.2, "boost": 4.0, "smooth": 16.0}),
