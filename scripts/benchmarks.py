@@ -42,7 +42,13 @@ def main(argv=None) -> int:
                     help="where to write the figures (default results/benchmarks/codec_benchmarks.json)")
     ap.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"),
                     help="markdown file whose generated section is replaced (default BENCHMARKS.md); '' = none")
+    ap.add_argument("--render", metavar="JSON", default=None,
+                    help="measure nothing: write the generated section of --markdown from a saved report")
     args = ap.parse_args(argv)
+    if args.render:
+        bench.update_markdown(args.markdown, bench.markdown_report(json.loads(Path(args.render).read_text())))
+        print(f"updated the generated section of {args.markdown} from {args.render}")
+        return 0
     if args.quick:
         args.images, args.repeats = min(args.images, 2), 1
         args.sizes = [s for s in args.sizes if s < 16]

@@ -147,3 +147,18 @@ def test_durations_print_in_a_unit_that_keeps_their_digits():
         format_hours(2.0, 1.0)
     with pytest.raises(ValueError, match="finite"):
         format_hours(float("nan"))
+
+
+def test_contention_is_the_other_processes_cpu_time_not_the_load_average():
+    assert bench.other_cores((100.0, 10.0), (130.0, 30.0), 20.0) == pytest.approx(0.5)   # 30 s busy, 20 ours
+    assert bench.other_cores((100.0, 10.0), (110.0, 20.5), 10.0) == 0.0                  # clock ticks vs rusage
+    assert bench.other_cores(None, (1.0, 1.0), 1.0) is None
+    # a 2-thread benchmark raises the load average by itself: the end load does not count
+    assert not bench.busy({"cores": 2, "load_average": 0.9, "load_average_end": 1.9})
+    assert bench.busy({"cores": 2, "load_average": 2.5})
+    assert bench.busy({"cores": 2, "load_average": 0.1, "other_cores": 0.9})
+    assert not bench.busy({"cores": 2, "load_average": 3.0, "other_cores": 0.05})
+    start = bench.cpu_seconds()
+    if start is not None:                                   # Linux: this process's own work is not "other"
+        sum(i * i for i in range(2_000_000))
+        assert start[1] <= bench.cpu_seconds()[1]
