@@ -174,7 +174,10 @@ def main() -> None:
          "quantisation throughout: another fresh optimizer and cosine of 13,000 steps.",
          "- Run 9 (steps 54,800 → 65,800) repeated it once more from run 8's exported model: a fresh optimizer "
          "and a cosine of 11,000 steps.",
-         "", "Runs, in order (each continues the last with `--resume`, but runs 7, 8 and 9, which start from the "
+         "- Run 10 (steps 65,800 → 80,800) went on from run 9's exported model with a cosine of 15,000 steps and "
+         "the training range widened at its low end to 4 … 8192, so that rate control can reach 0.4 bpp on every "
+         "Kodak image (with 8 … 8192, three stopped at 0.51–0.55 bpp).",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 10, which start from the "
          "exported EMA weights before them with `--init`):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")

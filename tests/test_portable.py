@@ -138,17 +138,19 @@ def test_files_written_before_the_package_was_reshaped_decode_to_the_same_image(
 
 
 @pytest.mark.parametrize("name, sha", [
-    ("chelsea_g64", "bc4ccdd028982396d1e0d7ff8af83952fb50e6cd722e6175b43e3ae9c9bc1279"),
-    ("chelsea_g512", "9cd5d2dea1e52199e21a11755067d22b9389c7f6c07d570f7bdefdcc8cd32092"),
-    ("coffee_roi_g128", "ea4880f56cba0cc57fc7751ffe78b3da5de19c155ac32a36d75325f69a826f28"),
-    ("coffee_bpp08", "017bb1d79702195146ce43c7521e77235675475b6f5320dbd703278c5f194eb8"),
+    ("chelsea_g64", "585d33f54215b953ba24a88fcdb8ad3c7ea8f301563b6f27fcbe64379d5c9b0d"),
+    ("chelsea_g512", "584ead00517501729169b3d73ccac7d96c4cd60e3a4202dda09928efa86b5f19"),
+    ("coffee_roi_g128", "beeb01d689ef9d8f523a9c086c9ddab6fd83662d9bb0cb5d1f36f4d9553a60e7"),
+    ("coffee_bpp08", "5e1726594d2c42e9863357f403423ed47347f42d63321c317fa2a586e688ddec"),
 ])
-def test_files_of_the_shipped_model_written_before_the_reshape_decode_to_the_same_image(name, sha):
-    """tests/data/v2_small_*.semc were written with ``semlib compress`` and the shipped
-    small model (step 65,800) with the code just before issue 14's reshape (commit da54d22) (192 x 256 crops of scikit-image's chelsea
-    [40:232, 100:356] and coffee [100:292, 150:406]; --gamma 64 and 512, --roi auto
-    --gamma 128, --bpp 0.8). A later shipped model cannot decode them (the fingerprint
-    differs): then the test is skipped, the files have done their job."""
+def test_files_of_the_shipped_model_decode_to_the_same_image(name, sha):
+    """tests/data/v2_small_*.semc are files of the shipped small model, pinned with their
+    decoded images' hashes by ``scripts/pin_small_files.py`` (192 x 256 crops of
+    scikit-image's chelsea [40:232, 100:356] and coffee [100:292, 150:406]; gamma 64 and
+    512, ROI auto at gamma 128, 0.8 bpp). The step-65,800 files were written with the code
+    just before issue 14's reshape (commit da54d22) and the reshaped code rewrote them byte
+    for byte; these are of step 80,800. A later shipped model cannot decode them (the
+    fingerprint differs): the test is then skipped until the script is run again."""
     from semlib.models import fingerprint, load_model
 
     blob = (HERE / "data" / f"v2_small_{name}.semc").read_bytes()
