@@ -33,7 +33,7 @@ fi
 budget=$((MINUTES * 60))
 [ "$budget" -ge 240 ] || { echo "MINUTES must be at least 4 (start-up and export need ~2.5 min)" >&2; exit 2; }
 cmd=("$PY" -m semlib.cli train --config "$CONFIG" --data "$DATA" --steps "$STEPS" --out "$OUTDIR/train.pt"
-     --crop 256 --batch 16 --lr 2e-4 --warmup 200 --balance-gammas --stratify-gammas --gamma-range 8 8192
+     --crop 256 --batch 16 --lr 2e-4 --warmup 200 --balance-gammas --stratify-gammas --gamma-range 4 8192 --quantization mixed
      --device auto --ckpt-every 200 --val-every 1000 --val-images 6 --no-progress
      --time-limit $((budget - 150)) "${start[@]}" "$@")
 echo "${cmd[*]}"
