@@ -703,6 +703,21 @@ def _profile_markdown(p: dict) -> list[str]:
     return lines
 
 
+def publish(report: dict, section: str, json_path=None, markdown=None, **markers) -> None:
+    """Print a benchmark's markdown ``section``, write its ``report`` as JSON to ``json_path``
+    and replace the generated section of the file ``markdown`` (``markers``: ``begin``/``end``
+    of :func:`update_markdown`); a falsy path skips that step."""
+    print()
+    print(section)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {json_path}")
+    if markdown:
+        update_markdown(markdown, section, **markers)
+        print(f"updated the generated section of {markdown}")
+
+
 def update_markdown(path, section: str, title: str = "# Benchmarks", begin: str = GENERATED_BEGIN,
                     end: str = GENERATED_END) -> None:
     """Replace the generated section of ``path`` between the markers ``begin`` and ``end``

@@ -78,16 +78,7 @@ def main(argv=None) -> int:
         report["identical_files"] = all(f == files[args.workers[0]] for f in files.values())
     report["machine"]["load_average_end"] = os.getloadavg()[0]
     report["command"] = " ".join(["python scripts/batch_benchmark.py", *(argv if argv is not None else sys.argv[1:])])
-    section = markdown(report)
-    print()
-    print(section)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    if args.markdown:
-        bench.update_markdown(args.markdown, section, begin=BEGIN, end=END)
-        print(f"updated the batch section of {args.markdown}")
+    bench.publish(report, markdown(report), args.json, args.markdown, begin=BEGIN, end=END)
     return 0
 
 

@@ -57,16 +57,7 @@ def main(argv=None) -> int:
                                     repeats=args.repeats, sizes=args.sizes, codecs=args.codecs, gamma=args.gamma,
                                     profile=not args.no_profile, log=lambda msg: print(msg, flush=True))
     report["command"] = " ".join(["python scripts/benchmarks.py", *(argv if argv is not None else sys.argv[1:])])
-    section = bench.markdown_report(report)
-    print()
-    print(section)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    if args.markdown:
-        bench.update_markdown(args.markdown, section)
-        print(f"updated the generated section of {args.markdown}")
+    bench.publish(report, bench.markdown_report(report), args.json, args.markdown)
     return 0
 
 

@@ -2,6 +2,7 @@
 reports every figure; items run in their own process; the markdown keeps hand-written
 text. No timing is asserted -- only that the numbers exist and are positive."""
 
+import json
 import math
 
 import numpy as np
@@ -162,3 +163,15 @@ def test_contention_is_the_other_processes_cpu_time_not_the_load_average():
     if start is not None:                                   # Linux: this process's own work is not "other"
         sum(i * i for i in range(2_000_000))
         assert start[1] <= bench.cpu_seconds()[1]
+
+
+def test_publish_writes_the_json_and_the_generated_section(tmp_path, capsys):
+    md = tmp_path / "B.md"
+    md.write_text("# Benchmarks\n\nby hand\n")
+    bench.publish({"a": 1}, "the section", tmp_path / "out" / "r.json", md)
+    assert json.loads((tmp_path / "out" / "r.json").read_text()) == {"a": 1}
+    text = md.read_text()
+    assert "by hand" in text and "the section" in text
+    bench.publish({"a": 2}, "new section", None, md)
+    assert "new section" in md.read_text() and "the section" not in md.read_text()
+    assert "the section" in capsys.readouterr().out
