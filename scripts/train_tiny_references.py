@@ -1,10 +1,11 @@
 """Train the fixed-rate `tiny` reference models of notebook 04: one model per gamma, with the
 notebook's own recipe (beta 0: the loss R + gamma * D only, uniform importance, lr 1e-3,
-128-pixel crops in batches of 8), only for more steps than a CI notebook has time for.
+128-pixel crops in batches of 8), only for more steps than a CI notebook has time for, and on
+all the training photos in --data (the notebook takes the first 200).
 
-    python scripts/train_tiny_references.py --steps 5000 --work /tmp/tiny --out semlib/checkpoints/tiny
+    python scripts/train_tiny_references.py --steps 6000 --work /tmp/tiny --out semlib/checkpoints/tiny
 
-Each model is exported in float16 (about 0.6 MB) as OUT/tiny_gamma{G}.pt, and OUT/runs.json
+Each model is exported in float16 (about 0.7 MB) as OUT/tiny_gamma{G}.pt, and OUT/runs.json
 records the command, the steps, the photos and the CPU time of each, so that the notebook can
 say how they were made.
 """
