@@ -147,6 +147,17 @@ def test_a_huge_image_file_is_refused_without_decoding_its_pixels(tmp_path, monk
             data.load_image(path)
 
 
+def test_pillows_bomb_warning_does_not_reach_the_user(tmp_path):
+    """108 Mpx lies between Pillow's warning (89 Mpx) and error (179 Mpx) limits: semlib's own
+    limit answers in one line, and Pillow's warning is not printed as a second one."""
+    path = tmp_path / "huge.png"
+    _png_claiming(path, 12000, 9000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # any warning would fail the test
+        with pytest.raises(ImageError, match="larger than the limit"):
+            data.load_image(path)
+
+
 def test_a_configured_pixel_limit_applies_to_files(tmp_path):
     path = tmp_path / "a.png"
     Image.fromarray(_rgb(40, 40)).save(path)
