@@ -186,9 +186,16 @@ def test_a_model_whose_name_cannot_go_into_a_file_is_refused_in_one_line(tmp_pat
 
 def test_ctrl_c_while_torch_is_imported_is_one_line_and_exit_130(tmp_path, photo_png):
     """The console script runs ``from semlib.cli import main; sys.exit(main())``. Importing
-    semlib.cli must not import torch, and main() must catch Ctrl-C while it does."""
+    semlib.cli must not import torch, and main() must catch Ctrl-C while it does. The child
+    says "ready" from inside main() (its first call, build_parser), so that the signal cannot
+    land in the test's own lines between the import and main()."""
     child = ("import sys, semlib.cli\n"
-             "sys.stderr.write('torch' if 'torch' in sys.modules else 'ready'); sys.stderr.write('\\n'); sys.stderr.flush()\n"
+             "state = 'torch' if 'torch' in sys.modules else 'ready'\n"
+             "build = semlib.cli.build_parser\n"
+             "def announced(argv):\n"
+             "    sys.stderr.write(state + '\\n'); sys.stderr.flush()\n"
+             "    return build(argv)\n"
+             "semlib.cli.build_parser = announced\n"
              "sys.exit(semlib.cli.main(sys.argv[1:]))\n")
     argv = [sys.executable, "-c", child, "compress", str(photo_png), str(tmp_path / "x.semc"), "--gamma", "200"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
