@@ -200,14 +200,22 @@ def check_model(header, model, fp: bytes) -> None:
                           f"(fingerprint {header.fingerprint.hex()}, decoder {fp.hex()})")
 
 
-def _pack(height, width, config_name, fp, gamma, levels: LevelMap | None, strings, sides, symbols_crc) -> bytes:
-    out = write_image_header(VERSION, height, width, config_name, fp, gamma, levels)
-    out += struct.pack("<B", len(strings))
-    out += struct.pack(f"<{len(strings)}I", *(len(s) for s in strings))
+def pack_latents(strings, sides, symbols_crc) -> bytes:
+    """The latent section of a file, as a version-2 file holds it after its header and each tile
+    of a version-3 file holds it: the number of strings, their lengths, the fragile-symbol lists,
+    the symbol checksum, then the strings."""
     side = b"".join(pack_sides(pos, bits) for pos, bits in sides)
+    out = bytearray(struct.pack("<B", len(strings)))
+    out += struct.pack(f"<{len(strings)}I", *(len(s) for s in strings))
     out += struct.pack("<I", len(side)) + side + struct.pack("<I", symbols_crc)
     for s in strings:
         out += s
+    return bytes(out)
+
+
+def _pack(height, width, config_name, fp, gamma, levels: LevelMap | None, strings, sides, symbols_crc) -> bytes:
+    out = write_image_header(VERSION, height, width, config_name, fp, gamma, levels)
+    out += pack_latents(strings, sides, symbols_crc)
     out += struct.pack("<I", zlib.crc32(out))
     return bytes(out)
 

@@ -56,7 +56,7 @@ import numpy as np
 from semlib import data as sdata
 from semlib.errors import FormatError, SemlibError
 from semlib.allocation import BLOCK
-from semlib.semc import MAX_STRIDE
+from semlib.semc import MAX_STRIDE, pack_latents
 
 VERSION = 3
 THRESHOLD = 4 * 1024 * 1024          # pixels: larger images are tiled by default (16 MP untiled: ~3 GB RSS)
@@ -194,18 +194,6 @@ def _hwc(x_hat, h: int, w: int) -> np.ndarray:
 # --------------------------------------------------------------------------- the file
 
 
-def _pack_section(strings, sides, symbols_crc) -> bytes:
-    from semlib import entropy
-
-    side = b"".join(entropy.pack_sides(pos, bits) for pos, bits in sides)
-    out = bytearray(struct.pack("<B", len(strings)))
-    out += struct.pack(f"<{len(strings)}I", *(len(s) for s in strings))
-    out += struct.pack("<I", len(side)) + side + struct.pack("<I", symbols_crc)
-    for s in strings:
-        out += s
-    return bytes(out)
-
-
 def pack(height, width, config_name, fp, gamma, levels, grid: Grid, sections) -> bytes:
     from semlib.semc import write_image_header
 
@@ -322,7 +310,7 @@ def encode_tiles(model, fp, img: np.ndarray, grid: Grid, gamma: float, levels, r
                                                    tile_levels(levels, y0, y1, x0, x1), reconstruct=reconstruct,
                                                    refine=refine, refine_lr=refine_lr, refine_first=refine_first)
             h = codec.parse(data)
-            sections.append(_pack_section(h.strings, h.sides, h.symbols_crc))
+            sections.append(pack_latents(h.strings, h.sides, h.symbols_crc))
             reports.append(report)
             del x, data
             if reconstruct:
