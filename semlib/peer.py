@@ -433,8 +433,9 @@ def add_peer_train_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
     a("--val-images", type=int, default=3, help="how many validation images (center crops; default 3)")
     a("--num-threads", type=int, default=0, help="CPU threads for torch, 0 = torch's default")
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
-    a("--amp", action=argparse.BooleanOptionalAction, default=True,
-      help="bf16 autocast (fp16 on a GPU without bf16); default on")
+    a("--amp", action=argparse.BooleanOptionalAction, default=None,
+      help="bf16 autocast (fp16 on a GPU without bf16); default: on a GPU, and on a CPU with bf16 "
+      "instructions (semlib.train.use_amp)")
     a("--channels-last", action=argparse.BooleanOptionalAction, default=True,
       help="channels-last memory format (default on)")
     a("--log", default=None, help="JSON-lines log (default: --out with suffix .jsonl)")

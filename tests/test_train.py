@@ -520,3 +520,20 @@ def test_beta_ratios_are_the_loss_terms_of_jpeg(photo):
     assert rows.shape == (2, 2)
     assert rows[1, 0] > rows[0, 0]                      # quality 90 has the higher PSNR
     assert np.all(rows[:, 1] > 0) and np.all(np.isfinite(rows))
+
+
+def test_amp_by_default_only_where_bf16_is_native(monkeypatch):
+    """--amp unset: on for CUDA; on a CPU only with AVX512-BF16 or AMX-BF16 among the flags
+    (emulated bf16 is slower than float32); an explicit --amp / --no-amp wins."""
+    assert T.cpu_has_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n") is False
+    assert T.cpu_has_bf16("flags\t\t: fpu avx512f avx512_bf16\n") is True
+    assert T.cpu_has_bf16("flags\t\t: fpu amx_bf16 amx_tile\n") is True
+    assert T.cpu_has_bf16("") is False
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(T, "cpu_has_bf16", lambda: False)
+    assert T.use_amp(cpu, None) is False and T.use_amp(cuda, None) is True
+    assert T.use_amp(cpu, True) is True and T.use_amp(cuda, False) is False
+    assert T.autocast_for(cpu, None)[0].__class__.__name__ == "nullcontext"
+    monkeypatch.setattr(T, "cpu_has_bf16", lambda: True)
+    assert T.use_amp(cpu, None) is True
+    assert T.training_args("d", 1, "o").amp is None
