@@ -177,7 +177,10 @@ def main() -> None:
          "- Run 10 (steps 65,800 → 80,800) went on from run 9's exported model with a cosine of 15,000 steps and "
          "the training range widened at its low end to 4 … 8192, so that rate control can reach 0.4 bpp on every "
          "Kodak image (with 8 … 8192, three stopped at 0.51–0.55 bpp).",
-         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 10, which start from the "
+         "- Run 11 (steps 80,800 → 87,151) went on from run 10's exported model with run 10's recipe, a cosine of "
+         "6,500 steps and float32 (that session's CPU had no bf16 instructions, and emulated bf16 was slower); "
+         "`--time-limit` stopped it at its step 6,351.",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 11, which start from the "
          "exported EMA weights before them with `--init`):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
