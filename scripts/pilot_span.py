@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# the campaign's recipe from step 65,800 on (results/training/small_runs.json), in float32
+CAMPAIGN = {"quantization": "mixed", "balance_gammas": True, "stratify_gammas": True,
+            "gamma_range": [4.0, 8192.0], "amp": False}
 # name -> (what it tests, options of semlib.train.training_args on top of the common ones)
 PILOTS = {
     "control": ("the shipped recipe, continued", {}),
@@ -55,13 +58,10 @@ PILOTS = {
     # From the step-80,800 model on (results/pilots/step80800/), in float32: this machine's CPU has
     # no bfloat16 units, and emulated bf16 took 1.05 s a step against 0.75 s in float32.
     "campaign": ("the campaign's recipe since step 65,800: mixed quantisation + balancing + stratified sampling "
-                 "+ range 4..8192, float32",
-                 {"quantization": "mixed", "balance_gammas": True, "stratify_gammas": True,
-                  "gamma_range": [4.0, 8192.0], "amp": False}),
+                 "+ range 4..8192, float32", CAMPAIGN),
     "wide8": ("the campaign's recipe + three times the latent channels at /8 (z_dims 16 16 48 24, was "
               "16 16 48 8), the new ones starting with random decoder input weights",
-              {"quantization": "mixed", "balance_gammas": True, "stratify_gammas": True,
-               "gamma_range": [4.0, 8192.0], "amp": False, "z_dims": [16, 16, 48, 24]}),
+              {**CAMPAIGN, "z_dims": [16, 16, 48, 24]}),
     "crop256": ("mixed, but 256 x 256 crops in batches of 2 (the same pixels per step): the coarsest latents "
                 "see 4 x 4 positions instead of 2 x 2",
                 {"quantization": "mixed", "balance_gammas": True, "stratify_gammas": True,
