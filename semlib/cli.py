@@ -455,7 +455,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                    help="strength of the ROI, >= 0: 0 = uniform, 1 = gamma proportional to the level (default 1)")
     allocation_options.add_roi_arguments(s)
     s.add_argument("--refine", type=int, default=0, metavar="N",
-                   help="N steps of encoder-side refinement of the latents for R + gamma*D (slower; same decoder; "
+                   help="N steps of encoder-side refinement of the latents for R + gamma*D with this image's own "
+                        "gamma map (20 is a good choice; each step costs about one decoding; same decoder and format; "
                         "default 0). The file is never worse by that measure than without it")
     s.add_argument("--tile", type=int, default=None, metavar="N",
                    help="code the image in N x N pixel tiles (a multiple of 64), in bounded memory, as a version-3 "

@@ -31,6 +31,7 @@ from semlib.semc import (FLAG_MAP, MAGIC, MAX_LATENTS, MAX_SIDE, VERSION, VERSIO
 
 MAX_PIXELS = sdata.MAX_PIXELS
 MAX_REFINE = 10_000                     # refinement steps: more is a typo, not a wish
+REFINE_SEARCH = 3                       # refined files at most, for a target bpp (rate_control.secant_from)
 DEFAULT_KAPPA = 1.0                     # ROI strength of encode_image: gamma_i = gamma * (T_i / M) ** kappa
 
 
@@ -187,14 +188,13 @@ def _model_gamma(gamma: float, levels: LevelMap | None, padded_hw, gamma_range=G
 
 
 def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=True,
-               refine: int = 0, refine_lr: float | None = None,
-               refine_first: int = 0) -> tuple[bytes, torch.Tensor, dict | None]:
+               refine: int = 0, refine_lr: float | None = None) -> tuple[bytes, torch.Tensor, dict | None]:
     gm = _model_gamma(gamma, levels, x_padded.shape[-2:], trained_range(model))
     if isinstance(gm, torch.Tensor) and not (torch.isfinite(gm).all() and (gm > 0).all()):
         raise SemlibError(f"gamma {gamma} with kappa {levels.kappa} gives block gammas that overflow float32")
     try:
-        latents, report = (refine_latents(model, x_padded, gm, height, width, refine, lr=refine_lr or DEFAULT_LR,
-                                          first=refine_first) if refine else (None, None))
+        latents, report = (refine_latents(model, x_padded, gm, height, width, refine, lr=refine_lr or DEFAULT_LR)
+                           if refine else (None, None))
         out = model.compress(x_padded, gm, reconstruct=reconstruct, latents=latents)
     except ValueError as e:
         raise SemlibError(f"the model cannot code this image: {e}") from None
@@ -208,7 +208,7 @@ def _encode_at(model, fp, x_padded, height, width, gamma, levels, reconstruct=Tr
 def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: float = DEFAULT_KAPPA,
                  model=None, checkpoint=None, tolerance: float = 0.01,
                  gamma_range=None, max_iter: int = 20, reconstruct: bool = True, refine: int = 0,
-                 refine_lr: float | None = None, refine_first: int = 0, tile=None, tile_overlap=None,
+                 refine_lr: float | None = None, tile=None, tile_overlap=None,
                  **alloc) -> Encoded:
     """Compress ``image`` at a given ``gamma`` or at a ``target_bpp`` (rate control).
 
@@ -232,11 +232,12 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
 
     ``refine``: steps of encoder-side refinement of the latents for R + gamma * D with this
     image's own gamma (or block map) (:mod:`semlib.refine`); the decoder and the format do not
-    change. With a target bpp, the search runs without it and the file at the gamma found is
-    refined; refinement moves the rate a little, and ``met_target`` tells the refined file's.
-    ``refine_lr``: its Adam step size (default :data:`semlib.refine.DEFAULT_LR`);
-    ``refine_first``: the first latent block it changes (0 = all); the report of the refinement
-    is in the result's ``refinement``.
+    change. With a target bpp, the search runs without it; refinement lowers the rate by a few
+    per cent, so the file at the gamma found is refined, then at most
+    :data:`REFINE_SEARCH` - 1 more by secant steps on the refined files' bpp
+    (:func:`semlib.rate_control.secant_from`); ``met_target`` tells the kept file's.
+    ``refine_lr``: its Adam step size (default :data:`semlib.refine.DEFAULT_LR`); the report of
+    the refinement is in the result's ``refinement``.
 
     ``tile``: images of more than :data:`semlib.tiling.THRESHOLD` pixels are coded in tiles of
     :data:`semlib.tiling.TILE` pixels overlapping by ``tile_overlap`` (default
@@ -248,8 +249,6 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
         raise SemlibError("give exactly one of gamma= or target_bpp=")
     if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_REFINE:
         raise SemlibError(f"refine must be a whole number of steps in [0, {MAX_REFINE}], got {refine!r}")
-    if isinstance(refine_first, bool) or not isinstance(refine_first, int) or not 0 <= refine_first < MAX_LATENTS:
-        raise SemlibError(f"refine_first must be the index of a latent block, got {refine_first!r}")
     if refine_lr is not None and not (isinstance(refine_lr, (int, float)) and math.isfinite(refine_lr) and refine_lr > 0):
         raise SemlibError(f"refine_lr must be a finite number > 0, got {refine_lr!r}")
     kappa = check_kappa(kappa)
@@ -292,10 +291,10 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
         g32 = float(np.float32(g))
         if grid is not None:
             data, x_hat, report = tiling.encode_tiles(model, fp, img, grid, g32, levels, reconstruct=recon,
-                                                      refine=steps, refine_lr=refine_lr, refine_first=refine_first)
+                                                      refine=steps, refine_lr=refine_lr)
             return g32, data, x_hat
         data, x_hat, report = _encode_at(model, fp, x, height, width, g32, levels, reconstruct=recon,
-                                         refine=steps, refine_lr=refine_lr, refine_first=refine_first)
+                                         refine=steps, refine_lr=refine_lr)
         return g32, data, x_hat
 
     if gamma is not None:
@@ -312,10 +311,17 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
         g, data, x_hat = run(g)
         return g, 8 * len(data) / (height * width), (data, x_hat)
 
-    best, _ = rate_control.search_log_gamma(measure, gamma_range, target, tolerance, max_iter)
+    best, tried = rate_control.search_log_gamma(measure, gamma_range, target, tolerance, max_iter)
     g, bpp, (data, x_hat) = best
-    if reconstruct or refine:             # the search ran without the image-building layers
-        g, data, x_hat = run(g, reconstruct, refine)
+    if refine:                            # refinement lowers the rate: a few refined files, by secant
+        def measure_refined(g):
+            g, data, x_hat = run(g, reconstruct, refine)
+            return g, 8 * len(data) / (height * width), (data, x_hat, report)
+
+        g, bpp, (data, x_hat, report) = rate_control.secant_from(measure_refined, best, tried, gamma_range, target,
+                                                                 tolerance, REFINE_SEARCH)
+    elif reconstruct:                     # the search ran without the image-building layers
+        g, data, x_hat = run(g, reconstruct)
         bpp = 8 * len(data) / (height * width)
     res = _result(g, data, x_hat, levels, height, width, trained_range(model))
     res.target_bpp, res.met_target = target, abs(bpp - target) <= tolerance * target

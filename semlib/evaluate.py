@@ -83,7 +83,7 @@ def sweep_gammas(lo: float, hi: float) -> tuple[float, ...]:
 
 
 def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: float = 1.0,
-                  allocation: dict | None = None) -> Codec:
+                  allocation: dict | None = None, refine: int = 0) -> Codec:
     """The project's codec (:mod:`semlib.codec`) as a :class:`~semlib.baselines.Codec`.
 
     Its knob is γ (docs/METHOD.md §5: higher γ, higher quality and rate); ``gammas`` are the
@@ -92,6 +92,10 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
     γ·(T_i / M̄)^κ from the Grad-CAM levels (docs/METHOD.md §2), inside the encoder (its time
     counts as encoding time); ``allocation``: options of :func:`semlib.allocation.allocate` (default:
     :data:`semlib.allocation.AUTO_ALLOCATION`). ``checkpoint=None``: the checkpoint shipped with semlib.
+    ``refine``: steps of encoder-side refinement per file (:mod:`semlib.refine`); the codec then
+    also has ``encode_at_target(a, bpp, tol)``, the codec's own rate control
+    (:func:`semlib.codec.encode_image` with ``target_bpp``), which :func:`evaluate_codec` uses
+    for target rates instead of bisecting with a refined file per step.
     """
     from semlib import codec as scodec
 
@@ -106,7 +110,12 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
     where += f", model fingerprint {fp.hex()}"    # results files record which weights they measured
 
     def enc(a: np.ndarray, g: float) -> bytes:
-        return scodec.encode(a, gamma=g, importance=importance, kappa=kappa, **extra, **alloc)
+        return scodec.encode(a, gamma=g, importance=importance, kappa=kappa, refine=refine, **extra, **alloc)
+
+    def enc_at_target(a: np.ndarray, bpp: float, tol: float) -> tuple[bytes, float]:
+        e = scodec.encode_image(a, target_bpp=bpp, tolerance=tol / bpp, importance=importance, kappa=kappa,
+                                refine=refine, reconstruct=False, **extra, **alloc)
+        return e.data, e.gamma
 
     def dec(b: bytes) -> np.ndarray:
         return scodec.decode(b, **extra)
@@ -129,6 +138,9 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
             f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in full.items()
             if not (paper and k in ("top", "boost"))])
         name += f"-roi-k{kappa:g}" + ("" if full.get("top") is None else f"-top{full['top']:g}-b{full.get('boost', 3.0):g}")
+    if refine:
+        name += f"-refine{refine}"
+        how += f"{', ' if how else ''}refine={refine} steps"
     codec = Codec(
         name, f"semlib hierarchical VAE, γ-conditioned ({where}; roi={roi or 'none'}, κ={kappa:g}"
               f"{'; ' + how if how else ''})",
@@ -136,6 +148,8 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
         enc, dec, version,
     )
     codec.model_fingerprint = fp.hex()   # written into meta.model_fingerprint by evaluate_codec
+    if refine:
+        codec.encode_at_target = enc_at_target
     return codec
 
 
@@ -324,8 +338,13 @@ def _importance_of(importance, a, path, cache_dir):
 def _code(codec, a, p, by_rate: bool, tol: float, img_name: str):
     """One operating point of one image: (knob used, the file, encoding seconds, the decoded
     image, decoding seconds). At a target bpp the file is searched for, then one encode at the
-    knob found is timed."""
-    if by_rate:
+    knob found is timed (a codec with ``encode_at_target``, the refined learned one, searches
+    with its own rate control, and the time is that of the whole search)."""
+    if by_rate and getattr(codec, "encode_at_target", None) is not None:
+        t0 = time.perf_counter()
+        data, q = codec.encode_at_target(a, p, tol)
+        t_enc = time.perf_counter() - t0
+    elif by_rate:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the bpp reached is recorded instead
             data, q, _ = encode_at_bpp(codec, a, p, tol=tol)
@@ -640,6 +659,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--roi", choices=("none", "auto"), default="none", help="learned codec only: block-wise gamma from Grad-CAM")
     p.add_argument("--kappa", type=float, default=1.0, help="learned codec only: strength of --roi auto")
+    p.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="learned codec only: N steps of encoder-side refinement per file (default 0)")
     add_roi_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the classical codecs and whether they run here")
@@ -663,7 +684,10 @@ def run_eval(args: argparse.Namespace) -> int:
             return 0
         if not args.codec:
             raise SemlibError("--codec is required (see --list)")
-        codec = resolve_codec(args.codec, roi=args.roi, kappa=args.kappa, allocation=roi_allocation(args))
+        if args.refine and args.codec.lower() in CODECS:
+            raise SemlibError("--refine is for the learned codec only")
+        codec = resolve_codec(args.codec, roi=args.roi, kappa=args.kappa, allocation=roi_allocation(args),
+                              refine=args.refine)
         folder = Path(args.data)
         if not folder.is_dir():
             folder = find_dataset(args.data)

@@ -743,6 +743,38 @@ def roi_summary(rows: list[dict], metrics=ROI_METRICS) -> str:
 # Notes and summaries of notebook 06, from the tables above
 
 
+def refinement_bd(refined: dict, plain: dict, others: dict[str, dict], metric: str = "psnr-rgb") -> list[dict]:
+    """BD-rate (%) on the images the refined learned results ``refined`` hold (a subset of the
+    data set, since refinement is slow): of the refined curve against the plain one, and of both
+    against each measured codec of ``others`` ({label: results with per-image values}), every
+    curve re-averaged over those same images (:func:`semlib.evaluate.subset_results`). Rows
+    {"anchor", "plain", "refined"} (None where the curves do not overlap), the first the plain
+    learned codec itself."""
+    from semlib.evaluate import bd_table, subset_results
+
+    names = list(refined["per_image"])
+    base = subset_results(plain, names)
+
+    def bd(a, b):
+        return bd_table([a], b, metric=metric)[0]["bd_rate"]
+
+    rows = [{"anchor": "semlib, no refinement", "plain": 0.0, "refined": bd(refined, base)}]
+    for label, res in others.items():
+        sub = subset_results(res, names)
+        rows.append({"anchor": label, "plain": bd(base, sub), "refined": bd(refined, sub)})
+    return rows
+
+
+def refinement_markdown(rows: list[dict], steps: int, images: int) -> str:
+    """The rows of :func:`refinement_bd` as a Markdown table."""
+    def cell(v):
+        return "–" if v is None else f"{v:+.1f} %"
+
+    lines = [f"| against | plain encoder | `--refine {steps}` |", "|---|---:|---:|"]
+    lines += [f"| {r['anchor']} | {cell(r['plain'])} | {cell(r['refined'])} |" for r in rows]
+    return "\n".join(lines) + f"\n\nBD-rate on PSNR over the same {images} Kodak images (negative: fewer bits)."
+
+
 def classical_notes(table1: list[dict], bpp: float, n_images: int, methods=("JPEG", "JPEG2000", "BPG")) -> str:
     """One Markdown bullet per classical codec of Table 1: claim, published and measured
     values, and the differences."""

@@ -294,7 +294,7 @@ def parse(data: bytes) -> TiledHeader:
 
 
 def encode_tiles(model, fp, img: np.ndarray, grid: Grid, gamma: float, levels, reconstruct: bool = True,
-                 refine: int = 0, refine_lr=None, refine_first: int = 0) -> tuple[bytes, np.ndarray | None, dict | None]:
+                 refine: int = 0, refine_lr=None) -> tuple[bytes, np.ndarray | None, dict | None]:
     """Code ``img`` (uint8 H x W x 3) tile by tile at ``gamma`` (float32-exact) with the image's
     level map ``levels``: (the version-3 file, the blended reconstruction the decoder will
     produce (uint8; None without ``reconstruct``), the refinement reports per tile)."""
@@ -308,7 +308,7 @@ def encode_tiles(model, fp, img: np.ndarray, grid: Grid, gamma: float, levels, r
             x = codec._pad(sdata.to_tensor(np.ascontiguousarray(img[y0:y1, x0:x1])).to(device))
             data, x_hat, report = codec._encode_at(model, fp, x, y1 - y0, x1 - x0, gamma,
                                                    tile_levels(levels, y0, y1, x0, x1), reconstruct=reconstruct,
-                                                   refine=refine, refine_lr=refine_lr, refine_first=refine_first)
+                                                   refine=refine, refine_lr=refine_lr)
             h = codec.parse(data)
             sections.append(pack_latents(h.strings, h.sides, h.symbols_crc))
             reports.append(report)

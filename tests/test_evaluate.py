@@ -250,6 +250,31 @@ def test_the_learned_codec_plugs_into_the_same_sweep(tmp_path, images):
     assert all(b > 0 for b in r["results"]["bpp"]) and "semlib" in r["meta"]["codec_version"]
 
 
+def test_the_refined_learned_codec_is_named_so_and_uses_its_own_rate_control(tiny_ckpt, photo, monkeypatch):
+    from semlib import codec as semc
+
+    codec = evaluate.resolve_codec(str(tiny_ckpt), refine=2)
+    assert codec.name.endswith("-refine2") and "refine=2" in codec.description
+    calls = []
+    real = semc.encode_image
+
+    def spy(*a, **k):
+        calls.append((k.get("refine"), k.get("target_bpp")))
+        return real(*a, **k)
+
+    monkeypatch.setattr(semc, "encode_image", spy)
+    r = evaluate_codec(codec, {"p": photo}, target_bpps=[1.0], importance="uniform", progress=False)
+    assert calls == [(2, 1.0)]                         # one call: the codec's own search, refined
+    assert r["results"]["bpp"][0] == pytest.approx(r["per_image"]["p"]["bpp"][0])
+    plain = evaluate.resolve_codec(str(tiny_ckpt))
+    assert getattr(plain, "encode_at_target", None) is None and not plain.name.endswith("refine2")
+
+
+def test_refine_is_refused_for_a_classical_codec(capsys):
+    assert evaluate.main_eval(["--codec", "jpeg", "--refine", "3", "--limit", "1"]) == 2
+    assert "--refine is for the learned codec only" in capsys.readouterr().err
+
+
 def test_the_learned_sweep_covers_the_models_trained_range():
     from semlib.evaluate import LEARNED_GAMMAS, sweep_gammas
     assert sweep_gammas(32.0, 2048.0) == LEARNED_GAMMAS

@@ -398,3 +398,21 @@ def test_visual_panels_encode_at_the_rate_and_window_psnr_reads_them(tiny_ckpt, 
     assert [r["label"] for r in rows] == ["JPEG", "semlib, uniform γ"]
     assert rows[0]["window"] == pytest.approx(metrics.psnr(photo[8:40, 16:48], panels[1][1][8:40, 16:48]))
     assert rows[0]["whole"] == pytest.approx(metrics.psnr(photo, panels[1][1]))
+
+
+def test_refinement_bd_compares_every_curve_on_the_refined_images_only():
+    def res(name, images):          # bpp_i = s * 2^j, psnr 30 + 3j (the same for each image)
+        per = {n: {"quality": [1, 2, 3, 4], "bpp": [s * 2 ** j for j in range(4)],
+                   "psnr-rgb": [30.0 + 3 * j for j in range(4)]} for n, s in images.items()}
+        mean = {k: [float(np.mean([per[n][k][j] for n in per])) for j in range(4)] for k in ("bpp", "psnr-rgb")}
+        return {"name": name, "meta": {}, "results": {"quality": [1, 2, 3, 4], **mean}, "per_image": per}
+
+    plain = res("semlib", {"a": 1.0, "b": 1.0, "c": 4.0})
+    refined = res("semlib-refine20", {"a": 0.9, "b": 0.9})        # 10 % fewer bits on a and b
+    other = res("webp", {"a": 1.0, "b": 1.0, "c": 0.1})             # equal to plain on a and b
+    rows = tables.refinement_bd(refined, plain, {"WebP": other})
+    assert rows[0]["anchor"].startswith("semlib") and rows[0]["refined"] == pytest.approx(-10.0, abs=0.01)
+    assert rows[1]["plain"] == pytest.approx(0.0, abs=0.01)        # image c left out of both
+    assert rows[1]["refined"] == pytest.approx(-10.0, abs=0.01)
+    text = tables.refinement_markdown(rows, 20, 2)
+    assert "-10.0 %" in text and "`--refine 20`" in text and "2 Kodak images" in text

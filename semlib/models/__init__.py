@@ -10,7 +10,7 @@ Every name is also importable from ``semlib.models`` itself, as before the split
 from semlib.allocation import BLOCK, GAMMA_RANGE
 from semlib.entropy import CODING_THREADS, SCALE_TABLE, coding_threads
 from semlib.models.layers import (GAIN_SPAN, ChannelNorm, GammaEmbedding, LatentBlock, ResBlock, _patch_down,
-                                  _PatchUp, sga_round)
+                                  _PatchUp)
 from semlib.models.vae import (LATENT_LIMIT, MAX_STRIDE, MIN_SYMBOLS, HierarchicalVAE, _bound_latent, _channels_last,
                                _check_input, _LazyEmbeddings)
 from semlib.models.zoo import (_CONFIG_BOUNDS, _CONFIG_TUPLES, CHECKPOINT_FORMAT, CONFIGS, MAX_NAME, MAX_PARAMETERS,
@@ -21,7 +21,7 @@ from semlib.models.zoo import (_CONFIG_BOUNDS, _CONFIG_TUPLES, CHECKPOINT_FORMAT
 
 __all__ = [
     "BLOCK", "GAMMA_RANGE", "CODING_THREADS", "SCALE_TABLE", "coding_threads",
-    "GAIN_SPAN", "ChannelNorm", "GammaEmbedding", "LatentBlock", "ResBlock", "sga_round",
+    "GAIN_SPAN", "ChannelNorm", "GammaEmbedding", "LatentBlock", "ResBlock",
     "LATENT_LIMIT", "MAX_STRIDE", "MIN_SYMBOLS", "HierarchicalVAE",
     "CHECKPOINT_FORMAT", "CONFIGS", "MAX_NAME", "MAX_PARAMETERS", "SHIPPED_CHECKPOINT", "Config", "build_model",
     "check_config_name", "config_from_dict", "count_parameters", "estimate_parameters", "fingerprint",

@@ -162,18 +162,3 @@ def _patch_down(c_in, c_out):
 class _PatchUp(nn.Sequential):
     def __init__(self, c_in, c_out, rate):
         super().__init__(nn.Conv2d(c_in, c_out * rate * rate, 1), nn.PixelShuffle(rate))
-
-
-# --------------------------------------------------------------------------- the model
-
-
-def sga_round(r: torch.Tensor, tau: float) -> torch.Tensor:
-    """Stochastic Gumbel annealing (Yang, Bamler & Mandt, NeurIPS 2020): a differentiable
-    stand-in for round(r). Each value goes to floor(r) or floor(r) + 1, softly, with a
-    Gumbel-softmax sample at temperature ``tau`` whose logits -atanh(distance) / tau favour the
-    nearer integer; as tau -> 0 it becomes rounding."""
-    lo = torch.floor(r).detach()
-    d = torch.stack([r - lo, lo + 1.0 - r]).clamp(1e-4, 1 - 1e-4)      # distances to lo, lo + 1
-    logits = -torch.atanh(d) / tau
-    w = F.gumbel_softmax(logits, tau=tau, hard=False, dim=0)
-    return lo + w[1]

@@ -56,7 +56,7 @@ from compressai.entropy_models import GaussianConditional
 from semlib import entropy
 from semlib.allocation import BLOCK
 from semlib.entropy import SCALE_TABLE, coding_threads
-from semlib.models.layers import GammaEmbedding, LatentBlock, ResBlock, _PatchUp, _patch_down, sga_round
+from semlib.models.layers import GammaEmbedding, LatentBlock, ResBlock, _PatchUp, _patch_down
 from semlib.semc import MAX_STRIDE              # images are padded to a multiple of this (the file format's too)
 
 if TYPE_CHECKING:
@@ -172,9 +172,9 @@ class HierarchicalVAE(nn.Module):
 
     def top_down(self, embs, shape, feats=None, mode="noise", strings=None, reconstruct: bool = True,
                  latents=None, record=None, coding=None):
-        """Top-down pass. ``mode``: 'noise' (training), 'round' (test-time forward),
-        a float tau (stochastic Gumbel annealing at temperature tau, see :func:`sga_round`: for
-        encoder-side refinement), 'compress' (also entropy-codes each latent), 'decompress' (reads them from ``strings``).
+        """Top-down pass. ``mode``: 'noise' or 'mixed' (training; 'mixed' also for encoder-side
+        refinement), 'round' (test-time forward), 'compress' (also entropy-codes each latent),
+        'decompress' (reads them from ``strings``).
         ``reconstruct=False`` stops after the last latent (x_hat is then None): the layers
         after it only build the image, which an encoder that returns bytes does not need.
         ``latents``: posterior means mu_q, one tensor per latent block, to use instead of the
@@ -287,9 +287,7 @@ class HierarchicalVAE(nn.Module):
         with torch.autocast(device_type=mu.device.type, enabled=False):
             if mode == "compress":          # the file needs z, not its likelihood
                 return self.entropy.quantize(mu.float(), "dequantize", mean.float()), None
-            if isinstance(mode, float):     # "sga" at temperature ``mode``
-                z = mean.float() + sga_round(mu.float() - mean.float(), mode)
-            elif mode == "mixed":           # training: the decoder sees the rounded value (straight
+            if mode == "mixed":           # training: the decoder sees the rounded value (straight
                 # through), the rate is that of the noisy one (Minnen & Singh, ICIP 2020)
                 z = mu.float() + (torch.round(mu.float() - mean.float()) + mean.float() - mu.float()).detach()
                 noisy = self.entropy.quantize(mu.float(), "noise", mean.float())
