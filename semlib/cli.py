@@ -10,7 +10,7 @@
     semlib train --config tiny|small|paper --data DIR --steps N --out CKPT [--resume] [--beta B] [--fixed-gamma G]
     semlib eval --codec NAME --data DIR -o RESULTS.json
     semlib bench
-    semlib demo [IMAGE] [--bpp B] [--kappa K] [--roi-top P] [--roi-boost F] [--checkpoint CKPT] [-o FIGURE.png]
+    semlib demo [IMAGE] [--bpp B] [--kappa K] [--roi-top P] [--roi-boost F] [--refine N] [--checkpoint CKPT] [-o FIGURE.png]
     semlib data list | download NAME [--to DIR] | verify NAME [--in DIR]
 
 Bad input of any kind ends with a non-zero exit status and one line on stderr (argparse's
@@ -338,7 +338,7 @@ def cmd_demo(args) -> int:
     from semlib.allocation import roi_allocation
 
     demo.run_demo(image, bpp=args.bpp, kappa=args.kappa, checkpoint=args.checkpoint,
-                  out=args.output, progress=True, allocation=roi_allocation(args))
+                  out=args.output, progress=True, allocation=roi_allocation(args), refine=args.refine)
     return 0
 
 
@@ -517,6 +517,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     s.add_argument("--kappa", type=float, default=1.0,
                    help="strength of the ROI: 0 = uniform, 1 = gamma proportional to the block level (default 1)")
     allocation_options.add_roi_arguments(s)
+    s.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="N steps of encoder-side refinement for both learned files (slower; default 0)")
     s.add_argument("--checkpoint", help="model checkpoint (default: the one shipped with semlib)")
     s.add_argument("-o", "--output", default="demo.png", metavar="NAME.png", help="the figure, a PNG (default demo.png)")
     s.set_defaults(func=cmd_demo)

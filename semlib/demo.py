@@ -166,7 +166,7 @@ def _output_place(out) -> tuple[Path | None, Path, str]:
 # Long: the demo's story in order (map, two learned files, JPEG, scores, figure), one step a few lines.
 def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float | None = None, checkpoint=None,
              out="demo.png", progress: bool = True, importance=None, model=None,
-             allocation: dict | None = None) -> DemoResult:
+             allocation: dict | None = None, refine: int = 0) -> DemoResult:
     """Compress one photo with and without ROI and with JPEG at ``bpp``; score and draw it.
 
     ``image``: ``'skimage:NAME'``, a path, or an RGB array. ``checkpoint``: the codec's
@@ -179,7 +179,8 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float | None = None, 
     ``progress``: print each step and the table. ``allocation``: options of
     :func:`semlib.allocation.allocate` for the ROI file; the missing ones come from
     :data:`semlib.allocation.AUTO_ALLOCATION`, the default of ``--roi auto`` (``top=None``: the
-    paper's map).
+    paper's map). ``refine``: steps of encoder-side refinement for both learned files
+    (:mod:`semlib.refine`; about one decoding each), so that both are coded the same way.
     """
     from semlib.allocation import AUTO_ALLOCATION
     from semlib import baselines, codec
@@ -187,6 +188,8 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float | None = None, 
 
     kappa = codec.DEFAULT_KAPPA if kappa is None else kappa
     target, kappa = check_settings(bpp, kappa)
+    if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= codec.MAX_REFINE:
+        raise SemlibError(f"refine must be a whole number of steps in [0, {codec.MAX_REFINE}], got {refine!r}")
     alloc = {**AUTO_ALLOCATION, **(allocation or {})}
     say = print if progress else (lambda *a, **k: None)
     seconds = {}
@@ -217,7 +220,7 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float | None = None, 
     coded = {}
     for key, roi in (("roi", g), ("uniform", None)):
         enc = codec.encode_image(img, target_bpp=target, importance=roi, kappa=kappa, model=model,
-                                 tolerance=SEMLIB_TOLERANCE, **(alloc if roi is not None else {}))
+                                 tolerance=SEMLIB_TOLERANCE, refine=refine, **(alloc if roi is not None else {}))
         path = _write(folder / f"{stem}_{key}.semc", enc.data)
         decoded = codec.decode(path.read_bytes(), model=model)
         matches = bool(np.array_equal(decoded, enc.x_hat))
@@ -238,7 +241,8 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float | None = None, 
     rows = {}
     for key, (enc, path, decoded, matches) in coded.items():
         name = "semlib ROI" if key == "roi" else "semlib uniform"
-        setting = f"gamma {enc.gamma:.1f}" + (f", kappa {kappa:g}, {_describe(alloc)}" if key == "roi" else "")
+        setting = (f"gamma {enc.gamma:.1f}" + (f", kappa {kappa:g}, {_describe(alloc)}" if key == "roi" else "")
+                   + (f", refine {refine}" if refine else ""))
         rows[key] = _score(name, path, img, decoded, g, setting, matches, enc.met_target is not False)
     jpeg_met = abs(jpeg.bpp - target) <= JPEG_TOLERANCE
     rows["jpeg"] = _score("JPEG", jpath, img, jdec, g, f"quality {jpeg.quality:g}", True, jpeg_met)

@@ -151,6 +151,13 @@ def test_the_paper_map_can_be_asked_for(photo, tiny_ckpt):
     assert np.unique(r.gamma_map).size > 2          # the paper's map follows every block's level
 
 
+def test_refinement_codes_both_learned_files_and_says_so(photo, tiny_ckpt):
+    g = np.linspace(0, 1, 96 * 128, dtype=np.float32).reshape(96, 128)
+    r = demo.run_demo(photo, bpp=0.3, checkpoint=tiny_ckpt, out=None, progress=False, importance=g, refine=2)
+    assert "refine 2" in r.roi.setting and "refine 2" in r.uniform.setting
+    assert r.roi.matches_encoder and r.uniform.matches_encoder  # refined files decode to what was scored
+
+
 def test_the_figure_and_the_table(result):
     assert result.figure_path.is_file() and result.figure_path.stat().st_size > 10_000
     with Image.open(result.figure_path) as im:
@@ -193,6 +200,7 @@ def test_cli_writes_the_figure_and_the_files(tmp_path, photo_png, tiny_ckpt, cap
     (["{img}", "--bpp", "-0.5"], "bpp"),
     (["{img}", "--bpp", "nan"], "bpp"),
     (["{img}", "--kappa", "-1"], "kappa"),
+    (["{img}", "--refine", "-3"], "refine"),
     (["skimage:no_such_photo"], "no photo named"),
     (["{img}", "-o", "{tmp}/nodir/d.png"], "does not exist"),
     (["{img}", "-o", "{tmp}/d.jpg"], "PNG"),
