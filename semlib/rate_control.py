@@ -15,6 +15,9 @@ returned is always the closest one made. They differ in the step, because the kn
   and not always monotone in fine steps, so bisection (geometric for positive continuous
   knobs); "close enough" is absolute (``tol`` bpp).
 
+:func:`secant_from` follows :func:`search_log_gamma` for an encoder whose curve lies a little
+below the searched one (encoder-side refinement): a few secant steps from the gamma found.
+
 (Each keeps the rule it had before the two moved here, so that every result file of the
 project reproduces; ``semlib.codec.encode_image`` and ``semlib.baselines.encode_at_bpp``
 call them.)
