@@ -35,14 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pilot_span import kodak_crops  # noqa: E402
 
 from semlib import codec, metrics, refine  # noqa: E402
-from semlib.models import MAX_STRIDE  # noqa: E402
 
 
 def refine_other(model, x, gamma, steps, lr, method):
     """refine.refine_latents' loop for the 'input' and 'latents' parametrisations."""
     h, w = x.shape[-2:]
     g_pix = refine.pixel_gamma(gamma, h, w)
-    shape = (1, h // MAX_STRIDE, w // MAX_STRIDE)
     with torch.no_grad():
         embs = model.embeddings(model.log_gamma_map(gamma, x))
         start = refine._posterior_means(model, embs, x, model.encode_features(x, embs))
@@ -58,10 +56,9 @@ def refine_other(model, x, gamma, steps, lr, method):
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / steps))
         if method == "input":
-            x_hat, liks, _ = model.top_down(embs, shape, model.encode_features(var, embs), "mixed")
+            loss, _, _ = refine.objective(model, embs, x, g_pix, None, h, w, "mixed", feats=model.encode_features(var, embs))
         else:
-            x_hat, liks, _ = model.top_down(embs, shape, None, "mixed", latents=var)
-        loss = sum(-torch.log(lik).sum() for lik in liks) / (3 * h * w) + (g_pix * (x_hat - x).pow(2) * 4).mean()
+            loss, _, _ = refine.objective(model, embs, x, g_pix, var, h, w, "mixed")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
