@@ -412,6 +412,20 @@ def equal_bpp_rows(roi_results: dict, uniform_results: dict,
     return rows
 
 
+
+def format_equal_bpp_rows(rows: list[dict]) -> str:
+    """The rows of :func:`equal_bpp_rows` as a text table: target, the two files' bpp, and the
+    ROI - uniform difference of the top-20 % PSNR, SI-SSIM, MS-SSIM and whole-image PSNR."""
+    columns = (("psnr-roi20", "top-20% PSNR", "{:+10.2f} dB"), ("si-ssim", "SI-SSIM", "{:+8.4f}"),
+               ("ms-ssim-rgb", "MS-SSIM", "{:+8.4f}"), ("psnr-rgb", "PSNR", "{:+5.2f} dB"))
+    lines = [f"{'target':>6s} {'bpp ROI/uni':>12s} " + " ".join(f"{title:>{len(fmt.format(0))}s}"
+                                                               for _, title, fmt in columns)]
+    for r in rows:
+        cells = [fmt.format(r[m][2]) if m in r else "-".rjust(len(fmt.format(0))) for m, _, fmt in columns]
+        lines.append(f"{r['target_bpp']:6.2f} {r['bpp'][0]:5.3f}/{r['bpp'][1]:5.3f} " + " ".join(cells))
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- ROI against uniform
 
 

@@ -279,6 +279,50 @@ def plot_roi_pair(image, pair, gamma_range, dpi: int = 72):
     return fig
 
 
+def gamma_rd_figure(curves: dict, reference=None, reference_label: str = "", title: str = "", dpi: int = 80):
+    """RD curves of one model (or several) swept over γ: ``curves`` maps a label to the rows
+    (γ, bpp, PSNR) of :func:`semlib.evaluate.gamma_sweep`, each point labelled with its γ;
+    ``reference``: rows (knob, bpp, PSNR) of a classical codec, drawn grey."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(dpi=dpi)
+    for i, (label, rows) in enumerate(curves.items()):
+        rows = np.asarray(rows, float)
+        ax.plot(rows[:, 1], rows[:, 2], "o-" if i == len(curves) - 1 else "o--", label=label)
+        for g, b, p in rows:
+            ax.annotate(f"{g:.0f}", (b, p), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    if reference is not None:
+        reference = np.asarray(reference, float)
+        ax.plot(reference[:, 1], reference[:, 2], "s:", color="grey", label=reference_label)
+    ax.set_xlabel("bits per pixel (file size)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def live_explorer(make_controls, draw):
+    """An ipywidgets explorer: ``make_controls(widgets)`` returns the controls (name -> widget),
+    and ``draw(**values)`` redraws into the output under them whenever one moves. Nothing is
+    drawn before that, so executing a notebook stays fast. Returns the box to ``display``, or
+    None where ipywidgets is not installed (the notebooks' static figures do not need it)."""
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        return None
+    controls = make_controls(widgets)
+    out = widgets.Output()
+
+    def redraw(change):
+        with out:
+            out.clear_output(wait=True)
+            draw(**{name: w.value for name, w in controls.items()})
+
+    for w in controls.values():
+        w.observe(redraw, names="value")
+    return widgets.VBox([*controls.values(), out])
+
+
 # ---------------------------------------------------------------------------------------
 # Figures of notebook 06 (the paper's tables and figures beside what is measured)
 

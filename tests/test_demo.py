@@ -298,3 +298,11 @@ def test_roi_against_uniform_shares_what_it_says(photo, tiny_model, equal):
     assert pair.roi.psnr == pytest.approx(metrics.psnr(photo, pair.roi.image))
     with pytest.raises(SemlibError):
         demo.roi_against_uniform(photo, importance, gamma=256.0, equal="size", model=tiny_model)
+
+
+def test_format_equal_bpp_rows_prints_the_differences_and_marks_what_is_missing():
+    roi = {"results": {"target_bpp": [0.75], "bpp": [0.752], "psnr-rgb": [32.7], "psnr-roi20": [34.1]}}
+    uni = {"results": {"target_bpp": [0.75], "bpp": [0.749], "psnr-rgb": [33.7], "psnr-roi20": [33.1]}}
+    lines = demo.format_equal_bpp_rows(demo.equal_bpp_rows(roi, uni)).splitlines()
+    assert len(lines) == 2 and "top-20% PSNR" in lines[0] and "SI-SSIM" in lines[0]
+    assert lines[1].split() == ["0.75", "0.752/0.749", "+1.00", "dB", "-", "-", "-1.00", "dB"]

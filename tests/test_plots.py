@@ -252,3 +252,33 @@ def test_small_sets_figure_has_two_panels_per_dataset():
     assert len(fig.axes) == 4 and fig.axes[0].get_title() == "T: PSNR" and fig.axes[2].get_title() == "clic2022: PSNR"
     assert any(t.get_text() == "note" for t in fig.axes[0].texts)
     plt.close("all")
+
+
+def test_gamma_rd_figure_labels_every_point_with_its_gamma():
+    rows = np.array([(32.0, 0.5, 30.0), (128.0, 1.0, 33.0), (512.0, 1.8, 35.0)])
+    fig = plots.gamma_rd_figure({"a": rows, "b": rows + [0, 0.1, 0.2]}, reference=rows[:, :3] - [0, 0, 1],
+                                reference_label="jpeg", title="t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["32", "128", "512"] * 2
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "jpeg"]
+    assert np.allclose(ax.lines[1].get_xdata(), [0.6, 1.1, 1.9])
+
+
+def test_live_explorer_redraws_with_every_control_value():
+    pytest.importorskip("ipywidgets")
+    calls = []
+    box = plots.live_explorer(lambda w: {"g": w.FloatSlider(value=1.0, min=0, max=4),
+                                         "mode": w.ToggleButtons(options=["a", "b"], value="a")},
+                              lambda **kw: calls.append(kw))
+    assert calls == []                                  # nothing runs before a control moves
+    slider, toggle, out = box.children
+    slider.value = 2.5
+    toggle.value = "b"
+    assert calls == [{"g": 2.5, "mode": "a"}, {"g": 2.5, "mode": "b"}]
+    assert type(out).__name__ == "Output"
+
+
+def test_live_explorer_is_none_without_ipywidgets(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)     # import ipywidgets raises ImportError
+    assert plots.live_explorer(lambda w: {}, lambda **kw: None) is None
