@@ -1,16 +1,17 @@
-"""Rewrite tests/data/v2_small_*.semc with the shipped small model and print the SHA-256 of
-each file's decoded image (on one thread, as tests/test_portable.py decodes them), for the
-test's table. Run it when a new model ships: the files of the old one are skipped by the test.
+"""Rewrite tests/data/v2_small_*.semc with the shipped small model, and beside each its decoded
+image as a PNG (on one thread; the decoder's image equals the encoder's reconstruction here),
+the reference tests/test_portable.py compares other machines' decodes with. Run it when a new
+model ships: the files of the old one are skipped by the test.
 
     python scripts/pin_small_files.py
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from semlib import codec, data
 from semlib.models import load_model
@@ -35,7 +36,8 @@ def main() -> int:
         path.write_bytes(enc.data)
         decoded = codec.decode(enc.data, model=model)
         assert (decoded == enc.x_hat).all(), name
-        print(f'    ("{name}", "{hashlib.sha256(decoded.tobytes()).hexdigest()}"),  # {len(enc.data)} bytes')
+        Image.fromarray(decoded).save(path.with_suffix(".png"), optimize=True)
+        print(f"{path.name}: {len(enc.data)} bytes, reference {path.with_suffix('.png').name}")
     return 0
 
 

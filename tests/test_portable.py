@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from compressai.entropy_models import GaussianConditional
 
 from semlib import FormatError, codec, data, entropy
@@ -119,46 +120,49 @@ def one_thread():
         torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("tag, sha", [
-    ("g64", "17b3f254b46ab4c1fee30a0072caa79431a3e528c22db6f3df31bfb074515f5b"),
-    ("g1000", "cc470aeeafdbb6a28b019fc98d90e68268b4b40ecdff04a84d3065a1ea79b4ae"),
-    ("roi", "c5456cffe8153f768ea599dec4e7e2bd352566dd0e6b3c9749583aa808a7f2ad"),
-    ("bpp", "039cbf54625034a1e6fbe6dc08a708e64f7bda3105b65fbeefb81c782ba7ab68"),
-])
-def test_files_written_before_the_package_was_reshaped_decode_to_the_same_image(tiny_model, tag, sha):
+def assert_decodes_to(blob, model, reference):
+    """Decode ``blob`` on one thread and compare it with the PNG ``reference``: the same image up
+    to one 8-bit level on at most 0.1 % of the sub-pixels, the bound of ROBUSTNESS.md section 3.
+    An exact hash does not carry across CPUs: on the AMD EPYC (AVX512-BF16) of 2026-12-03, files
+    whose hashes had been taken on an Intel Xeon decoded 1-4 sub-pixels of 147,456 one level apart
+    (so do AVX2 and AVX-512 decodes on one machine), the symbols all the same."""
+    ref = np.asarray(Image.open(reference)).astype(int)
+    with one_thread():     # the references were decoded on one thread
+        out = codec.decode(blob, model=model).astype(int)
+    assert out.shape == ref.shape
+    diff = np.abs(out - ref)
+    assert diff.max() <= 1 and (diff > 0).sum() <= 0.001 * diff.size, (int(diff.max()), int((diff > 0).sum()))
+
+
+@pytest.mark.parametrize("tag", ["g64", "g1000", "roi", "bpp"])
+def test_files_written_before_the_package_was_reshaped_decode_to_the_same_image(tiny_model, tag):
     """tests/data/v2_tiny_*.semc were written by semlib (format version 2) before the
     package was split into semlib/models/, semlib/rate_control.py, ... (issue 14): the
     coffee crop of the ``photo`` fixture, the ``tiny`` model of random_model('tiny', 0), at
-    gamma 64 and 1000, with an ROI mask at gamma 300, and at a target of 0.3 bpp. The
-    hashes are of the images the decoder gave then."""
+    gamma 64 and 1000, with an ROI mask at gamma 300, and at a target of 0.3 bpp. Until
+    2026-12-03 the test pinned the SHA-256 of the images the decoder gave then; the PNGs beside
+    the files are those images as decoded on 2026-12-03 (g1000 and roi to the same hash, g64 and
+    bpp within the bound of :func:`assert_decodes_to`)."""
     blob = (HERE / "data" / f"v2_tiny_{tag}.semc").read_bytes()
     assert codec.parse(blob).version == 2
-    with one_thread():     # the hashes were taken on one thread; format v2 does not pin the synthesis's thread count
-        assert hashlib.sha256(codec.decode(blob, model=tiny_model).tobytes()).hexdigest() == sha
+    assert_decodes_to(blob, tiny_model, HERE / "data" / f"v2_tiny_{tag}.png")
 
 
-@pytest.mark.parametrize("name, sha", [
-    ("chelsea_g64", "297557c312d9f8fc6c80f1e7b64621070b67030485d8b16ba94afaf8a54a9eba"),
-    ("chelsea_g512", "a752c4c72101a24a939eae1ebcd17811f37ff3a859d776426b60aeac360d4448"),
-    ("coffee_roi_g128", "fd32b43ed9972e46d9d04e8a9d0d5f0aaacdc022a877035229d1eb45f91f6afb"),
-    ("coffee_bpp08", "9e17a12f6d6b7bf6371625687482ee81c6869833c10636382bfe191c4defead5"),
-])
-def test_files_of_the_shipped_model_decode_to_the_same_image(name, sha):
-    """tests/data/v2_small_*.semc are files of the shipped small model, pinned with their
-    decoded images' hashes by ``scripts/pin_small_files.py`` (192 x 256 crops of
+@pytest.mark.parametrize("name", ["chelsea_g64", "chelsea_g512", "coffee_roi_g128", "coffee_bpp08"])
+def test_files_of_the_shipped_model_decode_to_the_same_image(name):
+    """tests/data/v2_small_*.semc are files of the shipped small model, written with their
+    decoded images (PNG beside each) by ``scripts/pin_small_files.py`` (192 x 256 crops of
     scikit-image's chelsea [40:232, 100:356] and coffee [100:292, 150:406]; gamma 64 and
-    512, ROI auto at gamma 128, 0.8 bpp). The step-65,800 files were written with the code
-    just before issue 14's reshape (commit da54d22) and the reshaped code rewrote them byte
-    for byte; these are of step 87,151. A later shipped model cannot decode them (the
-    fingerprint differs): the test is then skipped until the script is run again."""
+    512, ROI auto at gamma 128, 0.8 bpp); these are of step 99,451. A later shipped model
+    cannot decode them (the fingerprint differs): the test is then skipped until the script
+    is run again."""
     from semlib.models import fingerprint, load_model
 
     blob = (HERE / "data" / f"v2_small_{name}.semc").read_bytes()
     model = load_model()
     if codec.parse(blob).fingerprint != fingerprint(model):
         pytest.skip("the shipped model is no longer the one that wrote these files")
-    with one_thread():     # as above: the hashes were taken on one thread
-        assert hashlib.sha256(codec.decode(blob, model=model).tobytes()).hexdigest() == sha
+    assert_decodes_to(blob, model, HERE / "data" / f"v2_small_{name}.png")
 
 
 # --------------------------------------------------------------------------- other instruction sets
