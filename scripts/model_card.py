@@ -180,8 +180,10 @@ def main() -> None:
          "- Run 11 (steps 80,800 → 87,151) went on from run 10's exported model with run 10's recipe, a cosine of "
          "6,500 steps and float32 (that session's CPU had no bf16 instructions, and emulated bf16 was slower); "
          "`--time-limit` stopped it at its step 6,351.",
-         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 11, which start from the "
-         "exported EMA weights before them with `--init`):", ""]
+         "- Runs 12 (steps 87,151 → 93,751) and 13 (steps 93,751 → 99,451) went on with the same recipe, each "
+         "from the weights the one before it ended with: a fresh optimizer and a cosine of 6,600 and 5,700 steps.",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 13, which start from the "
+         "weights before them with `--init` and a fresh optimizer):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
         L.append(f"  `{r['command']}`")
