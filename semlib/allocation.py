@@ -47,6 +47,22 @@ DEFAULT_LEVEL_RANGE = (0.25, 4.0)
 # map of :func:`top_levels`. At equal bpp it beat the paper's map on Kodak (results/pilots/README.md,
 # "ROI allocation"); ``top=None`` gives the paper's map back.
 AUTO_ALLOCATION = {"top": 0.2, "boost": 3.0}
+# With a target rate, ``--roi auto``'s boost grows with it: boost · (bpp / 0.75) ** 2, at least
+# AUTO_ALLOCATION's and at most 8 (:func:`auto_allocation`). The model's PSNR rises less per doubling
+# of γ at high rates, so a constant γ ratio buys less there (results/pilots/README.md, "The boost by rate").
+AUTO_BOOST_RATE = {"bpp": 0.75, "power": 2.0, "most": 8.0}
+
+
+def auto_allocation(target_bpp: float | None = None) -> dict:
+    """The allocation of ``--roi auto``: :data:`AUTO_ALLOCATION`, and with a ``target_bpp`` the
+    boost of :data:`AUTO_BOOST_RATE` for that rate (rounded to 0.1): 3 up to 0.75 bpp, 6.7 at
+    1.12, 8 from 1.22 bpp on. Without a target (a given γ) the boost stays AUTO_ALLOCATION's."""
+    out = dict(AUTO_ALLOCATION)
+    if target_bpp is not None and out.get("top") is not None:
+        b, law = float(out["boost"]), AUTO_BOOST_RATE
+        grown = b * (float(target_bpp) / law["bpp"]) ** law["power"]
+        out["boost"] = round(min(law["most"], max(b, grown)), 1)
+    return out
 
 
 def _as_map(g, name: str = "importance") -> np.ndarray:
@@ -396,8 +412,9 @@ def add_roi_arguments(p: argparse.ArgumentParser) -> None:
                         "follows its importance (default with --roi auto: "
                         f"{_auto('top')}; with a mask: 0)")
     p.add_argument("--roi-boost", type=float, default=None, metavar="F",
-                   help=f"level ratio of the two-level map, >= 1 (default {_auto('boost')}); the block gammas differ "
-                        "by F ** kappa")
+                   help=f"level ratio of the two-level map, >= 1 (default {_auto('boost')}, or with --bpp B "
+                        f"{_auto('boost')} * (B / {AUTO_BOOST_RATE['bpp']:g}) ** {AUTO_BOOST_RATE['power']:g} "
+                        f"between {_auto('boost')} and {AUTO_BOOST_RATE['most']:g}); the block gammas differ by F ** kappa")
     p.add_argument("--roi-steps", type=int, default=None, metavar="N",
                    help="the paper's map rounded to N log-spaced levels (2..256), so that the map stored in the file "
                         "costs fewer bytes (default: not rounded)")

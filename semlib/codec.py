@@ -217,7 +217,8 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     (docs/METHOD.md §2), and each block codes at ``gamma * (T_i / M) ** kappa``. ``**alloc``:
     options of :func:`semlib.allocation.allocate` (``top``, ``boost``, ``steps``, ``smooth``,
     ``level_range``); with ``'auto'`` the missing ones come from
-    :data:`semlib.allocation.AUTO_ALLOCATION` (``top=None`` for the paper's map). The file holds
+    :func:`semlib.allocation.auto_allocation` (``top=None`` for the paper's map), whose boost grows
+    with ``target_bpp`` (3 at 0.75 bpp, 8 from about 1.22 bpp on). The file holds
     the block levels, so the decoder needs none of them.
 
     Rate control (:func:`semlib.rate_control.search_log_gamma`), with the level map held: it
@@ -277,6 +278,10 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
         gamma_range = trained
     else:
         gamma_range = _check_gamma_range(gamma_range, trained)
+    if isinstance(importance, str) and importance == "auto":    # --roi auto: its boost follows the target rate
+        from semlib.allocation import auto_allocation
+
+        alloc = {**auto_allocation(target_bpp), **alloc}
     grid = tiling.plan(height, width, tile, tile_overlap)
     if grid is not None and height * width > tiling.THRESHOLD:
         levels = tiling.roi_levels(img, importance, kappa, **alloc)   # bounded memory

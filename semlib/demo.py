@@ -7,7 +7,7 @@ a dependency: nothing is downloaded) and
 2. compresses it at a target bpp twice with the learned codec (docs/METHOD.md §4): once with
    one gamma for the whole image, once with the ROI map gamma_i = gamma (T_i / M)^kappa
    of the 8x8 blocks (docs/METHOD.md §2; by default the two-level map of ``--roi auto``,
-   semlib.allocation.AUTO_ALLOCATION); both are real ``.semc`` files on disk, at the same
+   semlib.allocation.auto_allocation at the target bpp); both are real ``.semc`` files on disk, at the same
    rate (rate control within ``SEMLIB_TOLERANCE``);
 3. decodes both files and checks that the decoder gives the encoder's reconstruction;
 4. compresses it with JPEG at the same bpp (Pillow, quality found by bisection);
@@ -178,11 +178,11 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float | None = None, 
     ``kappa``: the ROI strength (None: :data:`semlib.codec.DEFAULT_KAPPA`).
     ``progress``: print each step and the table. ``allocation``: options of
     :func:`semlib.allocation.allocate` for the ROI file; the missing ones come from
-    :data:`semlib.allocation.AUTO_ALLOCATION`, the default of ``--roi auto`` (``top=None``: the
-    paper's map). ``refine``: steps of encoder-side refinement for both learned files
+    :func:`semlib.allocation.auto_allocation` at ``bpp``, the default of ``--roi auto``
+    (``top=None``: the paper's map). ``refine``: steps of encoder-side refinement for both learned files
     (:mod:`semlib.refine`; about one decoding each), so that both are coded the same way.
     """
-    from semlib.allocation import AUTO_ALLOCATION
+    from semlib.allocation import auto_allocation
     from semlib import baselines, codec
     from semlib import importance as imp
 
@@ -190,7 +190,7 @@ def run_demo(image=DEFAULT_IMAGE, bpp: float = 1.0, kappa: float | None = None, 
     target, kappa = check_settings(bpp, kappa)
     if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= codec.MAX_REFINE:
         raise SemlibError(f"refine must be a whole number of steps in [0, {codec.MAX_REFINE}], got {refine!r}")
-    alloc = {**AUTO_ALLOCATION, **(allocation or {})}
+    alloc = {**auto_allocation(target), **(allocation or {})}
     say = print if progress else (lambda *a, **k: None)
     seconds = {}
     t = time.perf_counter()

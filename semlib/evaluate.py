@@ -93,7 +93,8 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
     counts as encoding time); ``allocation``: options of :func:`semlib.allocation.allocate` (default:
     :data:`semlib.allocation.AUTO_ALLOCATION`). ``checkpoint=None``: the checkpoint shipped with semlib.
     ``refine``: steps of encoder-side refinement per file (:mod:`semlib.refine`); the codec then
-    also has ``encode_at_target(a, bpp, tol)``, the codec's own rate control
+    (and with ``roi="auto"`` and no ``boost`` given, whose boost follows the target rate,
+    :func:`semlib.allocation.auto_allocation`) also has ``encode_at_target(a, bpp, tol)``, the codec's own rate control
     (:func:`semlib.codec.encode_image` with ``target_bpp``), which :func:`evaluate_codec` uses
     for target rates instead of bisecting with a refined file per step.
     """
@@ -128,16 +129,20 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
         return f"semlib {semlib.__version__} ({where}), torch {torch.__version__}"
 
     name = "semlib" if checkpoint is None else f"semlib-{Path(str(checkpoint)).stem}"
-    how = ""
+    how, by_rate = "", False
     if importance is not None:
         from semlib.allocation import AUTO_ALLOCATION
 
         full = {**AUTO_ALLOCATION, **alloc} if importance == "auto" else alloc
         paper = full.get("top") is None
+        by_rate = importance == "auto" and not paper and "boost" not in alloc   # allocation.auto_allocation
         how = ", ".join((["paper's map"] if paper else []) + [
             f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in full.items()
             if not (paper and k in ("top", "boost"))])
-        name += f"-roi-k{kappa:g}" + ("" if full.get("top") is None else f"-top{full['top']:g}-b{full.get('boost', 3.0):g}")
+        if by_rate:
+            how += " (at a target bpp the boost of allocation.auto_allocation)"
+        boost = "auto" if by_rate else f"{full.get('boost', 3.0):g}"
+        name += f"-roi-k{kappa:g}" + ("" if paper else f"-top{full['top']:g}-b{boost}")
     if refine:
         name += f"-refine{refine}"
         how += f"{', ' if how else ''}refine={refine} steps"
@@ -148,7 +153,7 @@ def learned_codec(checkpoint=None, gammas=None, roi: str | None = None, kappa: f
         enc, dec, version,
     )
     codec.model_fingerprint = fp.hex()   # written into meta.model_fingerprint by evaluate_codec
-    if refine:
+    if refine or by_rate:     # by_rate: the boost depends on the target, so the codec's own search finds the file
         codec.encode_at_target = enc_at_target
     return codec
 
@@ -338,8 +343,9 @@ def _importance_of(importance, a, path, cache_dir):
 def _code(codec, a, p, by_rate: bool, tol: float, img_name: str):
     """One operating point of one image: (knob used, the file, encoding seconds, the decoded
     image, decoding seconds). At a target bpp the file is searched for, then one encode at the
-    knob found is timed (a codec with ``encode_at_target``, the refined learned one, searches
-    with its own rate control, and the time is that of the whole search)."""
+    knob found is timed (a codec with ``encode_at_target``, the refined learned one or ``--roi
+    auto`` with its boost by rate, searches with its own rate control, and the time is that of
+    the whole search)."""
     if by_rate and getattr(codec, "encode_at_target", None) is not None:
         t0 = time.perf_counter()
         data, q = codec.encode_at_target(a, p, tol)

@@ -195,6 +195,38 @@ def test_eval_names_the_roi_allocation(tiny_ckpt):
     assert paper.name.endswith("-roi-k1") and "top" not in paper.description and "paper's map" in paper.description
     from semlib.allocation import AUTO_ALLOCATION
 
-    if AUTO_ALLOCATION.get("top") is not None:
-        assert auto.name == f"{paper.name}-top{AUTO_ALLOCATION['top']:g}-b{AUTO_ALLOCATION['boost']:g}"
-        assert f"top={AUTO_ALLOCATION['top']:g}" in auto.description
+    if AUTO_ALLOCATION.get("top") is not None:     # the boost follows the target rate: "bauto"
+        assert auto.name == f"{paper.name}-top{AUTO_ALLOCATION['top']:g}-bauto"
+        assert f"top={AUTO_ALLOCATION['top']:g}" in auto.description and "auto_allocation" in auto.description
+        fixed = learned_codec(tiny_ckpt, roi="auto", allocation={"boost": 4.0})
+        assert fixed.name == f"{paper.name}-top{AUTO_ALLOCATION['top']:g}-b4" and "auto_allocation" not in fixed.description
+        # at a target rate the boost-by-rate codec searches with its own rate control, the others bisect
+        assert callable(getattr(auto, "encode_at_target", None))
+        assert getattr(fixed, "encode_at_target", None) is None and getattr(paper, "encode_at_target", None) is None
+
+
+def test_the_boost_of_roi_auto_grows_with_the_target_rate_within_its_bounds():
+    from semlib.allocation import AUTO_ALLOCATION, AUTO_BOOST_RATE, auto_allocation
+
+    assert auto_allocation() == AUTO_ALLOCATION and auto_allocation(None) is not AUTO_ALLOCATION
+    law = AUTO_BOOST_RATE
+    boosts = [auto_allocation(b)["boost"] for b in (0.1, 0.4, law["bpp"], 1.0, 1.12, 1.25, 2.0, 8.0)]
+    assert boosts == sorted(boosts)
+    assert boosts[0] == boosts[2] == AUTO_ALLOCATION["boost"] and boosts[-1] == law["most"]
+    assert auto_allocation(1.12)["boost"] == pytest.approx(3.0 * (1.12 / 0.75) ** 2, abs=0.05)
+    assert AUTO_ALLOCATION["boost"] == 3.0       # auto_allocation hands out copies: the default is unchanged
+
+
+def test_roi_auto_at_a_target_bpp_uses_the_boost_of_that_rate(photo, tiny_model, monkeypatch):
+    from semlib import importance as imp
+    from semlib.allocation import auto_allocation
+
+    g = np.linspace(0, 1, photo.shape[0] * photo.shape[1], dtype=np.float32).reshape(photo.shape[:2])
+    monkeypatch.setattr(imp, "importance_map", lambda image, mask=None, **kw: g if mask is None else mask)
+    for target in (0.5, 1.2):
+        enc = codec.encode_image(photo, target_bpp=target, importance="auto", model=tiny_model, max_iter=3)
+        r = codec.parse(enc.data).levels.ratios()     # the file's levels (its block gammas may be clipped)
+        assert float(r.max() / r.min()) == pytest.approx(auto_allocation(target)["boost"], rel=0.03), target
+    given = codec.encode_image(photo, target_bpp=1.2, importance="auto", model=tiny_model, max_iter=3, boost=2.0)
+    r = codec.parse(given.data).levels.ratios()
+    assert float(r.max() / r.min()) == pytest.approx(2.0, rel=0.03)
