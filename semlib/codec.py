@@ -143,20 +143,15 @@ def check_kappa(kappa) -> float:
 
 
 def roi_levels(image: np.ndarray, importance, kappa: float, **alloc) -> LevelMap | None:
-    """The block level map for ``importance`` (None, 'auto', or a mask / map array / path)."""
+    """The block level map for ``importance`` (None, 'auto', or a mask / map array / path), with
+    the allocation options ``alloc`` as given (:func:`encode_image` adds those of ``--roi auto``)."""
     if importance is None or (isinstance(importance, str) and importance == "none"):
         return None
     from semlib import allocation
+    from semlib import importance as imp
 
-    if isinstance(importance, str) and importance == "auto":
-        from semlib import importance as imp
-
-        g = imp.importance_map(image)
-        alloc = {**allocation.AUTO_ALLOCATION, **alloc}   # the default allocation of --roi auto
-    else:
-        from semlib import importance as imp
-
-        g = imp.importance_map(image, mask=importance)
+    auto = isinstance(importance, str) and importance == "auto"
+    g = imp.importance_map(image) if auto else imp.importance_map(image, mask=importance)
     try:
         result = allocation.allocate(g, 1.0, kappa=1.0, **alloc)
     except ValueError as e:
