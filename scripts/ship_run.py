@@ -11,6 +11,9 @@ history has to be joined by hand. This script:
 
     python scripts/ship_run.py /work/runs/campaign/small.pt --step-offset 30000 --runs runs7.json
 
+The run may also be given as its exported model (format semlib-model, e.g. one kept in
+``results/campaign/``) with ``--log`` naming the run's log; its weights are shipped as they are.
+
 ``--runs``: a JSON list of {"date", "from_step", "to_step", "machine", "command"} with the run's
 own step numbers (offset here). Then run scripts/evaluate_shipped.sh.
 """
@@ -26,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="the run's training checkpoint (format semlib-train)")
+    p.add_argument("checkpoint", help="the run's training checkpoint (format semlib-train), or its exported model")
+    p.add_argument("--log", default=None, help="the run's log (default: beside the checkpoint, .jsonl)")
     p.add_argument("--step-offset", type=int, required=True, help="steps of the model the run started from")
     p.add_argument("--runs", required=True, help="JSON list of the run's command records")
     p.add_argument("--out", default=str(ROOT / "semlib" / "checkpoints" / "small.pt"))
@@ -41,8 +45,18 @@ def main():
     if last_step != a.step_offset:
         raise SystemExit(f"the shipped log ends at step {last_step}, not at --step-offset {a.step_offset}")
 
-    export_model(a.checkpoint, a.out, fp16=True)
-    model = load_model(a.out)
+    import torch
+
+    fmt = torch.load(a.checkpoint, map_location="cpu", weights_only=True).get("format")
+    if fmt == "semlib-train":
+        export_model(a.checkpoint, a.out, fp16=True)
+        model = load_model(a.out)
+    elif fmt == "semlib-model":
+        if a.log is None:
+            raise SystemExit(f"{a.checkpoint} is an exported model: name the run's log with --log")
+        model = load_model(a.checkpoint)
+    else:
+        raise SystemExit(f"{a.checkpoint}: neither a training checkpoint nor an exported model")
     meta = dict(model.meta)
     meta.update(steps=int(meta["steps"]) + a.step_offset, warm_start_step=a.step_offset,
                 wall_s=float(meta.get("wall_s", 0.0)) + wall0)
@@ -50,7 +64,7 @@ def main():
 
     wall_at = {}
     lines = []
-    for r in read_log(log_path_for(a.checkpoint)):
+    for r in read_log(a.log or log_path_for(a.checkpoint)):
         r = dict(r, step=r["step"] + a.step_offset)
         if "wall_s" in r:
             r["wall_s"] += wall0
