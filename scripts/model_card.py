@@ -185,7 +185,11 @@ def main() -> None:
          "- Run 14 (steps 99,451 → 114,451) went on from run 13's exported model with the same recipe and a cosine "
          "of 15,000 steps, in bf16 autocast (`--amp`): that session's CPU (an AMD EPYC) has AVX512-BF16, and bf16 "
          "ran at 0.38 s/step against 0.56 in float32 in a 60-step test, with the same losses.",
-         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 14, which start from the "
+         "- Run 15 (steps 114,451 → 133,023) went on from run 14's last training state (its weights and EMA, a "
+         "fresh optimizer) with the same recipe, in bf16, and a cosine of 21,000 steps; `--time-limit` stopped it at "
+         "its step 18,572, with the learning rate near 3 % of its peak. Its EMA was exported then and shipped the "
+         "next session (`scripts/ship_run.py` with the exported model and `--log`).",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 15, which start from the "
          "weights before them with `--init` and a fresh optimizer):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
