@@ -189,7 +189,11 @@ def main() -> None:
          "fresh optimizer) with the same recipe, in bf16, and a cosine of 21,000 steps; `--time-limit` stopped it at "
          "its step 18,572, with the learning rate near 3 % of its peak. Its EMA was exported then and shipped the "
          "next session (`scripts/ship_run.py` with the exported model and `--log`).",
-         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 15, which start from the "
+         "- Run 16 (steps 133,023 → 150,365) went on from run 15's export (the shipped weights of step 133,023) "
+         "with the same recipe, in bf16, a fresh optimizer and a cosine of 30,000 steps; `--time-limit` stopped it "
+         "at its step 17,342, with the learning rate near 44 % of its peak. It was shipped the next session the "
+         "same way.",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 16, which start from the "
          "weights before them with `--init` and a fresh optimizer):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
