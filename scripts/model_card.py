@@ -196,7 +196,10 @@ def main() -> None:
          "- Run 17 (steps 150,365 → 167,760) went on from run 16's export (the shipped weights of step 150,365) "
          "the same way: bf16, a fresh optimizer and a cosine of 30,000 steps, stopped by `--time-limit` at its "
          "step 17,395 with the learning rate near 44 % of its peak, and shipped the next session.",
-         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 17, which start from the "
+         "- Run 18 (steps 167,760 → 186,008) went on from run 17's export (the shipped weights of step 167,760) "
+         "the same way: bf16, a fresh optimizer and a cosine of 30,000 steps, stopped by `--time-limit` at its "
+         "step 18,248 with the learning rate near 40 % of its peak, and shipped the next session.",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 18, which start from the "
          "weights before them with `--init` and a fresh optimizer):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
