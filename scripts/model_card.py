@@ -199,7 +199,10 @@ def main() -> None:
          "- Run 18 (steps 167,760 → 186,008) went on from run 17's export (the shipped weights of step 167,760) "
          "the same way: bf16, a fresh optimizer and a cosine of 30,000 steps, stopped by `--time-limit` at its "
          "step 18,248 with the learning rate near 40 % of its peak, and shipped the next session.",
-         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 18, which start from the "
+         "- Run 19 (steps 186,008 → 203,364) went on from run 18's export (the shipped weights of step 186,008) "
+         "the same way: bf16, a fresh optimizer and a cosine of 30,000 steps, stopped by `--time-limit` at its "
+         "step 17,356 with the learning rate near 44 % of its peak, and shipped the next session.",
+         "", "Runs, in order (each continues the last with `--resume`, but runs 7 to 19, which start from the "
          "weights before them with `--init` and a fresh optimizer):", ""]
     for r in runs:
         L.append(f"- {r['date']}: steps {r['from_step']}→{r['to_step']}, machine: {r['machine']}  ")
