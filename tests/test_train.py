@@ -564,3 +564,19 @@ def test_compile_without_a_cxx_compiler_is_one_clear_error(tmp_path, image_dir, 
         T.train(args_for(image_dir, cache_dir, tmp_path / "c.pt", 2, compile=True))
     assert T.add_train_arguments(__import__("argparse").ArgumentParser()).parse_args(
         ["--data", "d", "--steps", "1", "--out", "o"]).compile is False
+
+
+def test_fused_adam_steps_like_adam_and_their_states_are_interchangeable():
+    torch.manual_seed(0)
+    w = [torch.nn.Parameter(torch.randn(5, 4)) for _ in range(2)]
+    v = [torch.nn.Parameter(p.detach().clone()) for p in w]
+    a, b = T.adam(w, 1e-2), T.adam(v, 1e-2, fused=True)
+    assert not a.defaults.get("fused")
+    for _ in range(3):
+        for opt, ps in ((a, w), (b, v)):
+            opt.zero_grad()
+            sum((p ** 2).sum() for p in ps).backward()
+            opt.step()
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(w, v))
+    T.adam(v, 1e-2).load_state_dict(b.state_dict())       # a fused run resumes without --compile, and back
+    T.adam(w, 1e-2, fused=True).load_state_dict(a.state_dict())
