@@ -7,7 +7,7 @@
     semlib decompress IN.semc OUT.png [--checkpoint CKPT]
     semlib decompress FILE|FOLDER ... -o OUTDIR [--format png|tiff|webp-lossless] [--workers N] [--force]
     semlib info IN.semc
-    semlib train --config tiny|small|paper --data DIR --steps N --out CKPT [--resume] [--beta B] [--fixed-gamma G]
+    semlib train --config tiny|small|paper --data DIR --steps N --out CKPT [--resume] [--beta B] [--fixed-gamma G] [--compile]
     semlib eval --codec NAME --data DIR -o RESULTS.json
     semlib bench
     semlib demo [IMAGE] [--bpp B] [--kappa K] [--roi-top P] [--roi-boost F] [--refine N] [--checkpoint CKPT] [-o FIGURE.png]
