@@ -566,8 +566,8 @@ def cxx_compiler() -> str | None:
 
 def adam(params, lr: float, fused: bool = False) -> torch.optim.Adam:
     """Adam; ``fused``: its fused kernel where this torch has one for the parameters' device (the
-    CPU's since torch 2.4), else the default one. With ``--compile`` a step of `small` took
-    0.55 s fused against 0.59 s (BENCHMARKS.md); the state it saves is the same either way."""
+    CPU's since torch 2.4), else the default one. ``--compile`` uses it (BENCHMARKS.md, where the
+    gain it adds is within the VM's timing noise); the state it saves is the same either way."""
     params = list(params)
     if fused:
         try:
@@ -580,11 +580,10 @@ def adam(params, lr: float, fused: bool = False) -> torch.optim.Adam:
 def compiled(net):
     """``net`` under ``torch.compile`` (TorchInductor) for ``--compile``: the training step's many
     small element-wise operations (GELU, channel norm, gamma modulation, the latents' noise and
-    likelihoods) are fused. On the 2-core AVX2 EPYC of BENCHMARKS.md ("Training step times") a
-    step of `small` (8 x 128^2, float32, one thread, the other core training) went from 0.67 s to
-    0.59 s, 0.55 s with :func:`adam`'s fused kernel. The first step
-    with a per-image gamma and the first with a gamma map each compile once (about 4 min each
-    with an empty Inductor cache, under 30 s with a warm one); the weights, their names in the
+    likelihoods) are fused. On the 2-core AVX2 EPYC of BENCHMARKS.md ("`--compile` on a CPU
+    without AVX-512") a step of `small` (8 x 128^2, float32, one thread) took 0.55-0.58 s against
+    0.68-0.70 s eager. The first step with a per-image gamma and the first with a gamma map each
+    compile once (3-5 min each with an empty Inductor cache, under 30 s with a warm one); the weights, their names in the
     checkpoint and the EMA are those of the uncompiled model. On the CPU it needs a C++ compiler."""
     if not hasattr(torch, "compile"):
         raise SemlibError(f"--compile needs torch >= 2.0 (this is {torch.__version__})")
