@@ -558,10 +558,8 @@ def cxx_compiler() -> str | None:
     PATH), or None."""
     import shutil
 
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+    found = (shutil.which(name) for name in (os.environ.get("CXX"), "c++", "g++", "clang++") if name)
+    return next((path for path in found if path), None)
 
 
 def adam(params, lr: float, fused: bool = False) -> torch.optim.Adam:
@@ -583,10 +581,9 @@ def compiled(net):
     likelihoods) are fused. On the 2-core AVX2 EPYC of BENCHMARKS.md ("`--compile` on a CPU
     without AVX-512") a step of `small` (8 x 128^2, float32, one thread) took 0.55-0.58 s against
     0.68-0.70 s eager. The first step with a per-image gamma and the first with a gamma map each
-    compile once (3-5 min each with an empty Inductor cache, under 30 s with a warm one); the weights, their names in the
-    checkpoint and the EMA are those of the uncompiled model. On the CPU it needs a C++ compiler."""
-    if not hasattr(torch, "compile"):
-        raise SemlibError(f"--compile needs torch >= 2.0 (this is {torch.__version__})")
+    compile once (3-5 min each with an empty Inductor cache, under 30 s with a warm one); the
+    weights, their names in the checkpoint and the EMA are those of the uncompiled model. On the
+    CPU it needs a C++ compiler."""
     device = next(net.parameters()).device
     if COMPILE_BACKEND == "inductor" and device.type == "cpu" and cxx_compiler() is None:
         raise SemlibError("--compile on the CPU needs a C++ compiler (g++ or clang++ on the PATH, or $CXX)")

@@ -562,8 +562,7 @@ def test_compile_without_a_cxx_compiler_is_one_clear_error(tmp_path, image_dir, 
     monkeypatch.setattr(T, "cxx_compiler", lambda: None)
     with pytest.raises(SemlibError, match="--compile on the CPU needs a C.. compiler"):
         T.train(args_for(image_dir, cache_dir, tmp_path / "c.pt", 2, compile=True))
-    assert T.add_train_arguments(__import__("argparse").ArgumentParser()).parse_args(
-        ["--data", "d", "--steps", "1", "--out", "o"]).compile is False
+    assert T.training_args("d", 1, "o").compile is False
 
 
 def test_fused_adam_steps_like_adam_and_their_states_are_interchangeable():
