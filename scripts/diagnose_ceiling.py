@@ -43,11 +43,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pilot_span import kodak_crops, load_raw  # noqa: E402
+from pilot_span import kodak_crops, load_raw, unrounded  # noqa: E402
 
 
 def psnr(x, x_hat) -> float:
-    return float(-10 * torch.log10((x_hat.clamp(0, 1) - x).pow(2).mean()))
+    from semlib import metrics
+    return float(metrics.psnr(x, x_hat.clamp(0, 1)))
 
 
 def optimise(params, render, x, steps: int, lr: float) -> float:
@@ -74,15 +75,13 @@ def diagnose(model, x, gamma: float, steps: int, lr: float) -> dict:
     model.eval().requires_grad_(False)
     n, _, h, w = x.shape
     shape = (n, h // 64, w // 64)
-    rounding = model._quantize
     row = {}
     with torch.no_grad():
         out = model(x, gamma)
         row["rounded"] = psnr(x, out["x_hat"])
         row["bits_per_element"] = [float(-torch.log2(lik).sum() / lik.numel()) for lik in out["likelihoods"].values()]
         row["bpp"] = float(sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values()) / (h * w))
-    model._quantize = lambda mu, scale, mean, mode: (mu.float(), rounding(mu, scale, mean, mode)[1])
-    try:
+    with unrounded(model):
         embs = model.embeddings(model.log_gamma_map(gamma, x))
         with torch.no_grad():
             feats = model.encode_features(x, embs)
@@ -103,8 +102,6 @@ def diagnose(model, x, gamma: float, steps: int, lr: float) -> dict:
                 row[name] = optimise([state], lambda: model.top_down(embs, shape, feats, "round")[0], x, steps, lr)
             finally:
                 hook.remove()
-    finally:
-        model._quantize = rounding
     return row
 
 

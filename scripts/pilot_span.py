@@ -19,6 +19,7 @@ each recipe would end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -133,16 +134,19 @@ def ceiling(model, images, gammas=(256.0, 8192.0)) -> dict:
     is close to this, more bits cannot help: the latent representation is the limit."""
     from semlib import metrics
     model.eval()
-    rounding = model._quantize
-
-    def unrounded(mu, scale, mean, mode):
-        _, lik = rounding(mu, scale, mean, mode)
-        return mu.float(), lik
-
-    model._quantize = unrounded
-    try:
+    with unrounded(model):
         return {g: float(np.mean([float(metrics.psnr(x, model(x, g)["x_hat"].clamp(0, 1))) for x in images]))
                 for g in gammas}
+
+
+@contextlib.contextmanager
+def unrounded(model):
+    """Within this block ``model`` feeds its decoder the posterior means as they are, not
+    rounded (the likelihoods stay those of the rounded latents)."""
+    rounding = model._quantize
+    model._quantize = lambda mu, scale, mean, mode: (mu.float(), rounding(mu, scale, mean, mode)[1])
+    try:
+        yield model
     finally:
         model._quantize = rounding
 
