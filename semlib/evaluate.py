@@ -592,7 +592,7 @@ def _display_name(curve: dict) -> str:
     return f"{name} (published)" if curve.get("published") else name
 
 
-def bd_table(results, anchor, metric: str = "psnr-rgb", dataset: str = "kodak") -> list[dict]:
+def bd_table(results, anchor, metric: str = "psnr-rgb", dataset: str = "kodak", quality_range=None) -> list[dict]:
     """BD-rate (%) and BD-quality of each result against ``anchor`` (docs/METHOD.md §9).
 
     ``anchor``: a results dict, a path, or the name of a published curve of ``dataset``.
@@ -601,7 +601,9 @@ def bd_table(results, anchor, metric: str = "psnr-rgb", dataset: str = "kodak") 
     (:func:`semlib.metrics.bd_rate`) and ``bd_quality`` is the gain in dB
     (:func:`semlib.metrics.bd_psnr` on the metric; for ``ms-ssim-rgb`` the MS-SSIM is
     taken in dB, -10·log10(1 - MS-SSIM)). When the curves cannot be compared the two
-    numbers are None and ``error`` says why.
+    numbers are None and ``error`` says why. ``quality_range`` = (lo, hi), in the metric's
+    units (dB for ``ms-ssim-rgb``), cuts the BD-rate's interval to that range
+    (:func:`semlib.metrics.bd_rate`); the BD-quality stays over the common rate interval.
     """
     if isinstance(anchor, str) and not Path(anchor).is_file():
         ref = _anchor_list([anchor], dataset)[0]
@@ -615,7 +617,7 @@ def bd_table(results, anchor, metric: str = "psnr-rgb", dataset: str = "kodak") 
                "bd_rate": None, "bd_quality": None, "error": None}
         try:
             xa, ya = _curve(r, m)
-            row["bd_rate"] = metrics.bd_rate(xa, ya, xb, yb)
+            row["bd_rate"] = metrics.bd_rate(xa, ya, xb, yb, psnr_range=quality_range)
             row["bd_quality"] = metrics.bd_psnr(xa, ya, xb, yb)
         except (KeyError, ValueError) as e:
             row["error"] = str(e)

@@ -357,20 +357,29 @@ def _rd_curve(rate, quality, name: str, quality_name: str) -> tuple[np.ndarray, 
     return r, q
 
 
-def _bd_average_gap(xa, ya, xb, yb, what: str) -> float:
-    """Mean of (fit_a(x) - fit_b(x)) over the common x interval; fits are cubic polynomials y(x)."""
+def _bd_average_gap(xa, ya, xb, yb, what: str, within=None) -> float:
+    """Mean of (fit_a(x) - fit_b(x)) over the common x interval, cut to ``within`` = (lo, hi)
+    if given; fits are cubic polynomials y(x) over all points of each curve."""
     lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
     if not hi > lo:
         raise ValueError(
             f"the two curves do not overlap in {what}: A covers [{xa.min():g}, {xa.max():g}], "
             f"B covers [{xb.min():g}, {xb.max():g}]"
         )
+    if within is not None:
+        w_lo, w_hi = (float(v) for v in within)
+        if not (math.isfinite(w_lo) and math.isfinite(w_hi) and w_hi > w_lo):
+            raise ValueError(f"the {what} range must be two finite numbers, low < high; got {tuple(within)}")
+        if not (min(hi, w_hi) > max(lo, w_lo)):
+            raise ValueError(f"the curves' common {what} interval [{lo:g}, {hi:g}] misses the range "
+                             f"[{w_lo:g}, {w_hi:g}]")
+        lo, hi = max(lo, w_lo), min(hi, w_hi)
     pa, pb = np.polyint(np.polyfit(xa, ya, 3)), np.polyint(np.polyfit(xb, yb, 3))
     area = (np.polyval(pa, hi) - np.polyval(pa, lo)) - (np.polyval(pb, hi) - np.polyval(pb, lo))
     return float(area / (hi - lo))
 
 
-def bd_rate(rate_a, psnr_a, rate_b, psnr_b) -> float:
+def bd_rate(rate_a, psnr_a, rate_b, psnr_b, psnr_range=None) -> float:
     """Bjøntegaard delta rate: the average rate change of A against B, in percent.
 
     Negative: A needs fewer bits than B for the same PSNR. Each curve's log-rate
@@ -378,10 +387,14 @@ def bd_rate(rate_a, psnr_a, rate_b, psnr_b) -> float:
     PSNR interval the two curves share, and the mean log-rate gap d gives
     (exp(d) - 1) · 100 (G. Bjøntegaard, VCEG-M33, 2001). Each curve needs at least
     4 points; rates must be > 0 and the PSNR ranges must overlap (ValueError).
+
+    ``psnr_range`` = (lo, hi) cuts the interval to that range (the fits still use every
+    point): a model whose curve grows a new high-rate end then keeps a comparable number
+    over the qualities it covered before. ValueError if the range misses the common interval.
     """
     ra, qa = _rd_curve(rate_a, psnr_a, "curve A", "PSNR")
     rb, qb = _rd_curve(rate_b, psnr_b, "curve B", "PSNR")
-    gap = _bd_average_gap(qa, np.log(ra), qb, np.log(rb), "PSNR")
+    gap = _bd_average_gap(qa, np.log(ra), qb, np.log(rb), "PSNR", within=psnr_range)
     return (math.exp(gap) - 1.0) * 100.0
 
 

@@ -172,6 +172,20 @@ def test_bd_table_reports_curves_that_cannot_be_compared():
     assert row["bd_rate"] is None and "ms-ssim-rgb" in row["error"]
 
 
+def test_bd_table_quality_range_reaches_the_bd_rate():
+    qarv = load_anchors("kodak")["qarv"]
+    bpp, psnr = qarv["results"]["bpp"], qarv["results"]["psnr-rgb"]
+    # A curve with 10 % fewer bits than QARV below 34 dB and QARV's rate above: cut to below 34 dB,
+    # the BD-rate is the -10 % gap; over the whole overlap it is smaller.
+    ours = {"name": "ours", "results": {"bpp": [b * (0.9 if q < 34 else 1.0) for b, q in zip(bpp, psnr)],
+                                        "psnr-rgb": psnr}}
+    whole = bd_table(ours, "qarv")[0]["bd_rate"]
+    low = bd_table(ours, "qarv", quality_range=(min(psnr), 33.0))[0]["bd_rate"]
+    assert low < whole < 0
+    row = bd_table(ours, "qarv", quality_range=(80.0, 90.0))[0]
+    assert row["bd_rate"] is None and "misses the range" in row["error"]
+
+
 def test_our_jpeg_points_are_in_the_units_of_the_published_curve(jpeg_results):
     # sanity of units: our JPEG points lie in the published JPEG curve's PSNR range
     pub = load_anchors("kodak")["jpeg"]["results"]

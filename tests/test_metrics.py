@@ -249,6 +249,33 @@ def test_one_db_up_is_one_db_bd_psnr():
     )
 
 
+def test_bd_rate_psnr_range_averages_only_that_range():
+    # A saves 20 % of the bits above 33 dB and nothing below (log-rate linear in PSNR, so the
+    # cubic fits are exact when each curve is one straight line: two separate curves here).
+    q = np.linspace(27.0, 39.0, 13)
+    rate_b = 0.1 * 2 ** ((q - 27.0) / 4.0)
+    same = bd_rate(rate_b, q, rate_b, q, psnr_range=(30.0, 36.0))
+    assert same == pytest.approx(0.0, abs=1e-9)
+    whole = bd_rate(0.8 * rate_b, q, rate_b, q)
+    assert whole == pytest.approx(-20.0, abs=1e-6)
+    # Cut to a range, the number is the gap in that range and does not depend on the rest.
+    assert bd_rate(0.8 * rate_b, q, rate_b, q, psnr_range=(33.0, 34.0)) == pytest.approx(-20.0, abs=1e-6)
+    # A range wider than the overlap is the overlap.
+    assert bd_rate(0.8 * rate_b, q, rate_b, q, psnr_range=(0.0, 99.0)) == pytest.approx(whole, abs=1e-9)
+    # A curve that only differs above 36 dB: the range below it sees nothing, the full interval does.
+    bent = np.where(q > 36.0, rate_b * 2 ** (-(q - 36.0) / 3.0), rate_b)
+    full = bd_rate(bent, q, rate_b, q)
+    low = bd_rate(bent, q, rate_b, q, psnr_range=(27.0, 33.0))
+    assert full < -3.0 and abs(low) < abs(full) / 3
+
+
+@pytest.mark.parametrize("bad, words", [((36.0, 30.0), "low < high"), ((np.nan, 30.0), "finite"),
+                                        ((45.0, 50.0), "misses the range")])
+def test_bd_rate_bad_psnr_range_raises(bad, words):
+    with pytest.raises(ValueError, match=words):
+        bd_rate(RATES, PSNRS, RATES, PSNRS, psnr_range=bad)
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
