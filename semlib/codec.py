@@ -213,7 +213,7 @@ def encode_image(image, gamma=None, target_bpp=None, importance=None, kappa: flo
     options of :func:`semlib.allocation.allocate` (``top``, ``boost``, ``steps``, ``smooth``,
     ``level_range``); with ``'auto'`` the missing ones come from
     :func:`semlib.allocation.auto_allocation` (``top=None`` for the paper's map), whose boost grows
-    with ``target_bpp`` (3 at 0.75 bpp, 8 from about 1.22 bpp on). The file holds
+    with ``target_bpp`` (3 at 0.75 bpp, 4 from about 1.33 bpp on). The file holds
     the block levels, so the decoder needs none of them.
 
     Rate control (:func:`semlib.rate_control.search_log_gamma`), with the level map held: it

@@ -213,7 +213,8 @@ def test_the_boost_of_roi_auto_grows_with_the_target_rate_within_its_bounds():
     boosts = [auto_allocation(b)["boost"] for b in (0.1, 0.4, law["bpp"], 1.0, 1.12, 1.25, 2.0, 8.0)]
     assert boosts == sorted(boosts)
     assert boosts[0] == boosts[2] == AUTO_ALLOCATION["boost"] and boosts[-1] == law["most"]
-    assert auto_allocation(1.12)["boost"] == pytest.approx(3.0 * (1.12 / 0.75) ** 2, abs=0.05)
+    assert auto_allocation(1.12)["boost"] == pytest.approx(3.0 * (1.12 / 0.75) ** law["power"], abs=0.05)
+    assert boosts[4] > boosts[2]                 # it does grow between the two ends
     assert AUTO_ALLOCATION["boost"] == 3.0       # auto_allocation hands out copies: the default is unchanged
 
 

@@ -53,11 +53,14 @@ CONFIGS = {
     # are 3x3: on 2 CPU cores the backward pass of a 7x7 depthwise convolution at /4 took
     # 46 ms a call, over half of a training step; with 3x3 everywhere a step on 8x256x256
     # (bf16, channels-last) went from 0.73 s to 0.48 s. Depth still gives a wide field.
+    # The latents at /8 are 2 x 24 channels (2 x 8 until step 203,364): those few channels capped
+    # the high rates (results/pilots/README.md, "Which part caps the high rates"); they were widened
+    # in training (semlib train --z-dims, campaign run 25).
     "small": Config(
         "small",
         enc_widths=(64, 96, 128, 160, 160), enc_blocks=(2, 2, 2, 2, 1),
         dec_widths=(160, 160, 128, 96, 64), dec_blocks=(0, 1, 1, 1, 2),
-        latents=(1, 2, 2, 2), z_dims=(16, 16, 48, 8),
+        latents=(1, 2, 2, 2), z_dims=(16, 16, 48, 24),
         kernels=(3, 3, 3, 3, 1), mlp_ratio=2.0, emb_dim=96,
     ),
     # QARV-base size (Duan et al. 2023), for a GPU.
