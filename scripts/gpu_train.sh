@@ -5,8 +5,8 @@
 #   scripts/gpu_train.sh OUTDIR                      # first call: starts from the shipped model
 #   scripts/gpu_train.sh OUTDIR                      # later calls with OUTDIR/train.pt: --resume
 #   CONFIG=tiny INIT= MINUTES=4 DATA=some/photos scripts/gpu_train.sh /tmp/gpu-check   # the CPU check
-#   INIT=results/campaign/run25_unshipped.pt scripts/gpu_train.sh OUTDIR --z-dims 16 16 48 24
-#       # the model with wider latents at /8 that lifts the high rates (results/campaign, runs 25-27)
+#   INIT=results/campaign/run28_unshipped.pt scripts/gpu_train.sh OUTDIR
+#       # from a campaign export instead (same z_dims as the shipped model; results/campaign)
 #
 # Writes OUTDIR/train.pt (the full training state; pass it back to continue), OUTDIR/train.jsonl
 # (the log), OUTDIR/model.pt (the EMA weights, float16, for semlib eval / the codec) and
