@@ -367,7 +367,10 @@ def _bd_average_gap(xa, ya, xb, yb, what: str, within=None) -> float:
             f"B covers [{xb.min():g}, {xb.max():g}]"
         )
     if within is not None:
-        w_lo, w_hi = (float(v) for v in within)
+        try:
+            w_lo, w_hi = (float(v) for v in within)
+        except (TypeError, ValueError):
+            raise ValueError(f"the {what} range must be two numbers (low, high); got {within!r}") from None
         if not (math.isfinite(w_lo) and math.isfinite(w_hi) and w_hi > w_lo):
             raise ValueError(f"the {what} range must be two finite numbers, low < high; got {tuple(within)}")
         if not (min(hi, w_hi) > max(lo, w_lo)):

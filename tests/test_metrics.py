@@ -270,7 +270,8 @@ def test_bd_rate_psnr_range_averages_only_that_range():
 
 
 @pytest.mark.parametrize("bad, words", [((36.0, 30.0), "low < high"), ((np.nan, 30.0), "finite"),
-                                        ((45.0, 50.0), "misses the range")])
+                                        ((45.0, 50.0), "misses the range"), ((30.0, 33.0, 36.0), "two numbers"),
+                                        (("low", 36.0), "two numbers")])
 def test_bd_rate_bad_psnr_range_raises(bad, words):
     with pytest.raises(ValueError, match=words):
         bd_rate(RATES, PSNRS, RATES, PSNRS, psnr_range=bad)
