@@ -21,13 +21,16 @@ from pathlib import Path
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
+from semlib.evaluate import _curve
+
 METRICS = ("psnr-rgb", "ms-ssim-rgb", "ssim", "si-ssim")
 
 
-def quality_db(results: dict, metric: str) -> np.ndarray:
-    """The metric of a results dict in dB (PSNR as it is, SSIM-like scores as -10 log10(1 - s))."""
-    v = np.asarray(results["results"][metric], dtype=np.float64)
-    return v if metric.startswith("psnr") else -10.0 * np.log10(1.0 - v)
+def quality_db(results: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bpp, quality in dB) of a results dict, sorted by bpp: PSNR as it is, SSIM-like scores as
+    -10 log10(1 - s)."""
+    bpp, v = _curve(results, "ms-ssim-db" if metric == "ms-ssim-rgb" else metric)
+    return bpp, (v if metric.startswith("psnr") or metric == "ms-ssim-rgb" else -10.0 * np.log10(1.0 - v))
 
 
 def band_bd_rates(a: dict, b: dict, metric: str, bands: int) -> list[dict]:
@@ -35,7 +38,8 @@ def band_bd_rates(a: dict, b: dict, metric: str, bands: int) -> list[dict]:
     out = []
     fits = []
     for r in (a, b):
-        q, rate = quality_db(r, metric), np.log(np.asarray(r["results"]["bpp"], dtype=np.float64))
+        bpp, q = quality_db(r, metric)
+        rate = np.log(bpp)
         order = np.argsort(q)
         if np.any(np.diff(q[order]) <= 0):
             raise SystemExit(f"{r.get('name')}: {metric} is not strictly increasing along the sweep")

@@ -296,16 +296,10 @@ def main() -> None:
 
     curves = [sweep]
     L += ["", "## BD-rate on Kodak (PSNR-RGB; negative = fewer bits than the anchor for the same PSNR)", ""]
-    rows = []
-    for name in CLASSICAL:
-        f = KODAK / f"{name}.json"
-        if f.is_file():
-            rows += bd_table(curves, load_results(f), dataset="kodak")
     anchors = load_anchors("kodak")
-    for name in PUBLISHED:
-        if name in anchors:
-            row = bd_table(curves, name, dataset="kodak")[0]
-            rows.append(row)
+    refs = ([load_results(KODAK / f"{name}.json") for name in CLASSICAL if (KODAK / f"{name}.json").is_file()]
+            + [name for name in PUBLISHED if name in anchors])
+    rows = [bd_table(curves, ref, dataset="kodak")[0] for ref in refs]
     L += format_bd_table(rows).splitlines()
     L += ["", "Classical codecs: measured here (`results/kodak/`, same 24 images); published curves: "
           "`semlib/anchors/kodak.json` with their sources. A BD-rate needs overlapping PSNR ranges; where the "
@@ -316,14 +310,7 @@ def main() -> None:
     sb, sq = np.array(sweep["results"]["bpp"]), np.array(sweep["results"]["psnr-rgb"])
     order = np.argsort(sb)
     band = tuple(float(v) for v in np.interp(BAND_BPP, sb[order], sq[order]))
-    banded = []
-    for name in CLASSICAL:
-        f = KODAK / f"{name}.json"
-        if f.is_file():
-            banded += bd_table(curves, load_results(f), dataset="kodak", quality_range=band)
-    for name in PUBLISHED:
-        if name in anchors:
-            banded.append(bd_table(curves, name, dataset="kodak", quality_range=band)[0])
+    banded = [bd_table(curves, ref, dataset="kodak", quality_range=band)[0] for ref in refs]
     L += ["", f"The same anchors with the BD-rate's interval cut to {band[0]:.2f}–{band[1]:.2f} dB, the PSNR this "
           f"model reaches at {BAND_BPP[0]:g} and {BAND_BPP[1]:g} bpp on its sweep (the rates of issue 12's targets; "
           "`bd_table(..., quality_range=...)`). Above that range the curve flattens (the sweep's last γ steps buy "
