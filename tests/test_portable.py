@@ -153,7 +153,7 @@ def test_files_of_the_shipped_model_decode_to_the_same_image(name):
     """tests/data/v2_small_*.semc are files of the shipped small model, written with their
     decoded images (PNG beside each) by ``scripts/pin_small_files.py`` (192 x 256 crops of
     scikit-image's chelsea [40:232, 100:356] and coffee [100:292, 150:406]; gamma 64 and
-    512, ROI auto at gamma 128, 0.8 bpp); these are of step 226,649. A later shipped model
+    512, ROI auto at gamma 128, 0.8 bpp); these are of step 240,491. A later shipped model
     cannot decode them (the fingerprint differs): the test is then skipped until the script
     is run again."""
     from semlib.models import fingerprint, load_model
